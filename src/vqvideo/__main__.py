@@ -1,0 +1,3 @@
+from vqvideo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,208 @@
+"""MLflow: where the store is, and one run per pipeline execution.
+
+The store is SQLite at `<repo>/mlruns/mlflow.db` with artifacts under `<repo>/mlruns/artifacts`,
+both absolute, so a stage run from `dvc exp run --temp` (inside `.dvc/tmp/exps/...`) logs to the
+same store as one run in the workspace. `MLFLOW_TRACKING_URI` overrides it.
+
+`train` opens the run and writes its id next to the model; `prior`, `generate` and `evaluate`
+reopen that run, so a pipeline's params, curves, plots, clips and models sit in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vqvideo.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = os.environ.get("VQVIDEO_EXPERIMENT", "vqvideo")
+RUN_FILE = "mlflow_run.json"
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The repo root: the nearest folder with dvc.yaml, stepping out of DVC's temp workspaces."""
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    if ".dvc" in parts:  # .../<repo>/.dvc/tmp/exps/<tmp>/...: the store belongs to <repo>
+        here = Path(*parts[: parts.index(".dvc")])
+    for p in (here, *here.parents):
+        if (p / "dvc.yaml").exists() or (p / ".dvc").is_dir():
+            return p
+    return here
+
+
+def tracking_uri() -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{repo_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def artifact_location() -> str:
+    return (repo_root() / "mlruns" / "artifacts").as_uri()
+
+
+def _retry(fn, *args, tries: int = 8, **kwargs):
+    """SQLite allows one writer: another pipeline logging at the same instant gets 'locked'."""
+    for i in range(tries):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - mlflow wraps sqlite errors in several types
+            if "locked" not in str(err).lower() or i == tries - 1:
+                raise
+            time.sleep(0.2 * 2**i)
+    return None
+
+
+def setup() -> str:
+    """Point MLflow at the store (creating it once) and return the experiment id."""
+    import mlflow
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = _retry(client.get_experiment_by_name, EXPERIMENT)
+    if exp is None:
+        try:
+            return _retry(client.create_experiment, EXPERIMENT, artifact_location=artifact_location())
+        except Exception:  # noqa: BLE001 - another process created it first
+            exp = _retry(client.get_experiment_by_name, EXPERIMENT)
+    return exp.experiment_id
+
+
+@contextlib.contextmanager
+def pipeline_run(run_file: Path | None, *, new: bool = False, run_id: str | None = None,
+                 run_name: str | None = None, tags: dict | None = None) -> Iterator[Any]:
+    """Open the pipeline's run: a new one (train), or the one recorded in `run_file`."""
+    import mlflow
+
+    exp_id = setup()
+    if run_id is None and not new:
+        if run_file is None or not Path(run_file).exists():
+            raise FileNotFoundError(f"no MLflow run recorded at {run_file}")
+        run_id = read_json(run_file)["run_id"]
+    with mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+        yield run
+
+
+def record_run(run_file: Path, run, fingerprint: str = "") -> None:  # noqa: ANN001
+    write_json(run_file, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                          "tracking_uri": tracking_uri(), "fingerprint": fingerprint})
+
+
+def resumable_run(run_file: Path, fingerprint: str) -> str | None:
+    """The run id to continue, if `run_file` records a live run for the same fingerprint."""
+    import mlflow
+
+    if not Path(run_file).exists():
+        return None
+    rec = read_json(run_file)
+    if rec.get("fingerprint") != fingerprint or rec.get("tracking_uri") != tracking_uri():
+        return None
+    setup()
+    try:
+        run = _retry(mlflow.MlflowClient().get_run, rec["run_id"])
+    except Exception:  # noqa: BLE001 - deleted or from a store that is gone
+        return None
+    return run.info.run_id if run.info.lifecycle_stage == "active" else None
+
+
+def logged_params(run_id: str) -> dict[str, str]:
+    import mlflow
+
+    return dict(_retry(mlflow.MlflowClient().get_run, run_id).data.params)
+
+
+def stage_run_id(upstream_run_file: Path, params: dict[str, Any]) -> str:
+    """The run a downstream stage logs into: the upstream run, or a fork of it.
+
+    MLflow params are immutable, so when this stage's params differ from those already logged in
+    the upstream run (the stage is re-run with new params on the same model), it forks: a new run
+    with the upstream run's params, tagged with where it came from, then this stage's params.
+    """
+    import mlflow
+
+    setup()
+    upstream = read_json(upstream_run_file)["run_id"]
+    logged = logged_params(upstream)
+    clean = {k: str(_param_value(v)) for k, v in params.items()}
+    if all(logged.get(k, v) == v for k, v in clean.items()):
+        return upstream
+    client = mlflow.MlflowClient()
+    src = _retry(client.get_run, upstream)
+    run = _retry(client.create_run, src.info.experiment_id, run_name="pipeline",
+                 tags={"forked_from": upstream, "fork_reason": "downstream params changed"})
+    keep = {k: v for k, v in logged.items() if k not in clean}
+    items = list(keep.items())
+    from mlflow.entities import Param
+
+    for i in range(0, len(items), 90):
+        _retry(client.log_batch, run.info.run_id, params=[Param(k, v) for k, v in items[i : i + 90]])
+    _retry(client.set_terminated, run.info.run_id)
+    log.info("MLflow: params changed downstream of run %s; logging into new run %s", upstream, run.info.run_id)
+    return run.info.run_id
+
+
+def _param_value(v: Any) -> Any:
+    return str(v) if isinstance(v, (list, dict, tuple)) else v
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    clean = {k: _param_value(v) for k, v in params.items()}
+    items = list(clean.items())
+    for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
+        _retry(mlflow.log_params, dict(items[i : i + 90]))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+    if finite:
+        _retry(mlflow.log_metrics, finite, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    import mlflow
+
+    path = Path(path)
+    if path.is_dir():
+        _retry(mlflow.log_artifacts, str(path), artifact_path)
+    elif path.exists():
+        _retry(mlflow.log_artifact, str(path), artifact_path)
+
+
+def log_torch_model(model, name: str, example) -> None:  # noqa: ANN001
+    """The model as an MLflow PyTorch flavour in the `pt2` (torch.export) format: no pickle."""
+    import mlflow
+    import torch
+
+    reqs = [f"torch=={torch.__version__.split('+')[0]}"]
+    try:
+        _retry(mlflow.pytorch.log_model, model.eval(), name=name, input_example=example,
+               serialization_format="pt2", pip_requirements=reqs)
+    except Exception as err:  # noqa: BLE001 - the run is still useful without the model flavour
+        log.warning("could not log %s as an MLflow model: %s", name, err)
+
+
+def flatten_metrics(d: dict, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_metrics(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
