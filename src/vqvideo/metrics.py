@@ -1,47 +1,79 @@
-"""Image and codebook metrics. Pixels are floats in [0, 1]; frames are (N, C, H, W)."""
+"""Image and codebook metrics. Pixels are floats in [0, 1]; frames are (N, C, H, W).
+
+Squared errors are summed in float64 so that a mean over thousands of frames does not depend on
+how they were batched beyond the last bit, and the same inputs always give the same number.
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 
+def squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C*H*W) squared errors in float64."""
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    return ((pred.double() - target.double()) ** 2).flatten(1)
+
+
 def mse_per_pixel(pred: Tensor, target: Tensor) -> float:
-    return float(((pred.double() - target.double()) ** 2).mean())
+    """Mean squared error over every pixel of every frame."""
+    return float(squared_error(pred, target).mean())
+
+
+def mse_per_pixel_frames(pred: Tensor, target: Tensor) -> Tensor:
+    """(N,) mean squared error per pixel, one value per frame."""
+    return squared_error(pred, target).mean(1)
 
 
 def mse_per_frame(pred: Tensor, target: Tensor) -> Tensor:
-    """Squared error summed over C*H*W, one value per frame: the Moving MNIST convention."""
-    diff = (pred.double() - target.double()) ** 2
-    return diff.flatten(1).sum(1)
+    """(N,) squared error SUMMED over C*H*W, one value per frame: the Moving MNIST convention
+    (Srivastava et al. 2015 and the video-prediction papers after it report this number)."""
+    return squared_error(pred, target).sum(1)
 
 
 def psnr(mse: float, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB of a mean squared error; inf when the error is 0."""
     return float("inf") if mse <= 0 else 10 * math.log10(peak**2 / mse)
 
 
 def ssim_per_frame(pred: Tensor, target: Tensor) -> Tensor:
-    """SSIM (Wang et al. 2004; torchmetrics, Gaussian 11x11, sigma 1.5) of each frame."""
+    """(N,) SSIM (Wang et al. 2004) of each frame: torchmetrics, Gaussian 11x11 window,
+    sigma 1.5, K1 0.01, K2 0.03, data range 1; the frame is reflect-padded by 5 px so the
+    SSIM map covers every pixel, and the map is averaged over pixels and channels."""
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
     return structural_similarity_index_measure(
         pred.float(), target.float(), data_range=1.0, reduction="none"
     ).reshape(-1)
 
 
-def codebook_usage(counts: Tensor) -> dict[str, float]:
-    """Usage statistics of a (K,) code-count vector."""
-    k = counts.numel()
-    total = float(counts.sum())
-    p = counts.double() / max(total, 1e-12)
+def codebook_usage(counts: Tensor | np.ndarray) -> dict[str, float]:
+    """Usage statistics of a (K,) vector of how often each code was picked.
+
+    perplexity = 2**H with H the entropy of the usage distribution in bits: the number of codes a
+    uniform codebook would need for the same entropy (K when every code is used equally, 1 when
+    one code takes everything). active_fraction counts codes picked at least once.
+    """
+    c = torch.as_tensor(counts).double().reshape(-1)
+    k = c.numel()
+    total = float(c.sum())
+    p = c / total if total > 0 else torch.zeros_like(c)
     nz = p[p > 0]
-    entropy_bits = float(-(nz * torch.log2(nz)).sum())
+    # each term -p log2 p is >= 0; "+ 0.0" turns the -0.0 of a collapsed codebook into 0.0
+    entropy_bits = float(-(nz * torch.log2(nz)).sum()) + 0.0
+    used = int((c > 0).sum())
     return {
         "size": k,
-        "perplexity": 2**entropy_bits,
-        "active_fraction": float((counts > 0).sum()) / k,
-        "dead_codes": int((counts == 0).sum()),
+        "perplexity": 2.0**entropy_bits,
+        "active_fraction": used / k,
+        "active_codes": used,
+        "dead_codes": k - used,
         "entropy_bits": entropy_bits,
         "max_entropy_bits": math.log2(k),
     }
