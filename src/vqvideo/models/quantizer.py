@@ -1,14 +1,19 @@
 """Vector quantisation (van den Oord et al. 2017, "Neural Discrete Representation Learning").
 
 The math lives in small pure functions; `VectorQuantizer` wires them together with the codebook
-health tools the field has used since: EMA codebook updates (paper appendix A.1), k-means
-initialisation from the first batch, and restarting dead codes from recent encoder outputs
-(Dhariwal et al. 2020, Jukebox, sec. 3.2). Under torch.distributed every statistic is
-all-reduced and every random choice broadcast from rank 0, so all ranks keep one codebook.
+health tools the field has used since: EMA codebook updates (paper appendix A.1, with Sonnet's
+Laplace smoothing), k-means initialisation from the first batch, and restarting dead codes from
+the current batch's encoder outputs (Dhariwal et al. 2020, Jukebox, sec. 3.2).
+
+Under torch.distributed every statistic (code counts, EMA sums, k-means sums) is all-reduced and
+every random choice (k-means seeds, restart picks) indexes the *global* batch with a generator
+that is identical on every rank. So all ranks keep one bit-identical codebook, and it is the
+codebook a single process would learn on the concatenated batch (up to float summation order).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,24 +25,25 @@ from torch import Tensor, nn
 
 
 def squared_distances(x: Tensor, codebook: Tensor) -> Tensor:
-    """||x - c||^2 for every row of x (N, D) and code c (K, D) -> (N, K), via one matmul."""
-    return (
-        x.pow(2).sum(1, keepdim=True)
-        - 2 * x @ codebook.t()
-        + codebook.pow(2).sum(1)[None, :]
-    )
+    """||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2 for rows x (N, D), codes c (K, D) -> (N, K)."""
+    cross = torch.addmm(codebook.pow(2).sum(1), x, codebook.t(), alpha=-2)  # one fused GEMM
+    return cross.add_(x.pow(2).sum(1, keepdim=True))
 
 
 def nearest_code(x: Tensor, codebook: Tensor) -> Tensor:
-    return squared_distances(x, codebook).argmin(dim=1)
+    """argmin_k ||x - c_k||^2 for rows x (N, D) -> (N,) code indices."""
+    # ||x||^2 is the same for every code, so the argmin needs only ||c||^2 - 2 x.c: one GEMM
+    # with the code norms as its bias, and no (N, K) pass to add ||x||^2.
+    return torch.addmm(codebook.pow(2).sum(1), x, codebook.t(), alpha=-2).argmin(dim=1)
 
 
 def straight_through(z: Tensor, q: Tensor) -> Tensor:
-    """Forward pass gives q, backward passes the gradient to z unchanged (paper sec. 3.1)."""
+    """Forward gives q, backward passes the gradient to z unchanged (paper sec. 3.1)."""
     return z + (q - z).detach()
 
 
 def code_counts(indices: Tensor, num_codes: int) -> Tensor:
+    """(K,) float32 usage counts of `indices`."""
     return torch.bincount(indices.reshape(-1), minlength=num_codes).to(torch.float32)
 
 
@@ -47,30 +53,96 @@ def perplexity(counts: Tensor) -> Tensor:
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
 
+def active_fraction(counts: Tensor) -> Tensor:
+    return (counts > 0).float().mean()
+
+
 def ema_inplace(moving: Tensor, new: Tensor, decay: float) -> None:
+    """moving <- decay * moving + (1 - decay) * new (paper appendix A.1, eqs. 6-8)."""
     moving.mul_(decay).add_(new, alpha=1 - decay)
 
 
 def laplace_smoothing(counts: Tensor, eps: float) -> Tensor:
-    """Keep every count positive while preserving the total (Sonnet's VQ-VAE-EMA)."""
+    """Keep every count positive while preserving the total (Sonnet's VQ-VAE-EMA), so that an
+    unused code's EMA sum is divided by a small number, never by zero."""
     n = counts.sum()
     return (counts + eps) / (n + counts.numel() * eps) * n
 
 
-def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> Tensor:
-    """Plain Lloyd's k-means on rows of x; empty clusters keep their previous centre."""
-    n = x.shape[0]
-    pick = torch.randperm(n, generator=generator, device="cpu")[:k].to(x.device)
-    if n < k:  # fewer points than codes: repeat points to fill the codebook
-        pick = torch.randint(n, (k,), generator=generator, device="cpu").to(x.device)
-    centres = x[pick].clone()
+def sample_rows(n: int, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """k distinct row indices out of n (with repeats only when n < k), drawn on the CPU."""
+    if n >= k:
+        return torch.randperm(n, generator=generator)[:k]
+    return torch.randint(n, (k,), generator=generator)
+
+
+def _no_reduce(t: Tensor) -> Tensor:
+    return t
+
+
+def lloyd(
+    x: Tensor, centres: Tensor, iters: int, reduce: Callable[[Tensor], Tensor] = _no_reduce
+) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means iterations on rows of x (N, D) from `centres` (K, D).
+
+    `reduce` sums a statistic over data shards (an all-reduce under torch.distributed), so shards
+    on several ranks cluster as one data set. Empty clusters keep their previous centre.
+    Returns the centres and the (K,) counts of their final assignment.
+    """
+    k = centres.shape[0]
+    centres = centres.clone()
     for _ in range(iters):
         assign = nearest_code(x, centres)
-        sums = torch.zeros_like(centres).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = reduce(torch.zeros_like(centres).index_add_(0, assign, x))
+        counts = reduce(code_counts(assign, k).to(x.dtype))
         filled = counts > 0
-        centres[filled] = sums[filled] / counts[filled, None]
-    return centres
+        centres = torch.where(filled[:, None], sums / counts.clamp_min(1)[:, None], centres)
+    counts = reduce(code_counts(nearest_code(x, centres), k))
+    return centres, counts
+
+
+def kmeans(
+    x: Tensor, k: int, iters: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """k-means on rows of x (N, D), seeded with k random rows; returns (centres, counts)."""
+    pick = sample_rows(x.shape[0], k, generator).to(x.device)
+    return lloyd(x, x[pick], iters)
+
+
+# ---------------------------------------------------------------- distributed helpers
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce(t: Tensor) -> Tensor:
+    if _distributed():
+        dist.all_reduce(t)
+    return t
+
+
+def _global_extent(n: int, device: torch.device) -> tuple[int, int]:
+    """(offset of this rank's rows, total rows) in the global batch: all ranks' rows in rank order."""
+    if not _distributed():
+        return 0, n
+    sizes = [torch.zeros((), dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor(n, dtype=torch.long, device=device))
+    sizes_ = [int(s) for s in sizes]
+    return sum(sizes_[: dist.get_rank()]), sum(sizes_)
+
+
+def _global_rows(flat: Tensor, rows: Tensor, offset: int) -> Tensor:
+    """Rows `rows` of the global batch, on every rank.
+
+    Each rank fills the rows it holds and leaves zeros elsewhere; the all-reduce sum is then exact
+    (x + 0 == x), and sends only len(rows) x D numbers instead of gathering every shard.
+    """
+    local = rows.to(flat.device) - offset
+    mine = (local >= 0) & (local < flat.shape[0])
+    out = flat.new_zeros(len(rows), flat.shape[1])
+    out[mine] = flat[local[mine]]
+    return _all_reduce(out)
 
 
 # ---------------------------------------------------------------- module
@@ -78,28 +150,26 @@ def kmeans(x: Tensor, k: int, iters: int, generator: torch.Generator | None = No
 
 @dataclass
 class QuantizerOutput:
-    quantized: Tensor  # (B, D, H, W), straight-through in training
+    quantized: Tensor  # (B, D, H, W); straight-through to z in training
     indices: Tensor  # (B, H, W)
     loss: Tensor  # codebook loss (if not EMA) + beta * commitment
     commitment: Tensor  # ||z_e - sg[e]||^2, mean over elements
     perplexity: Tensor
-    active_fraction: Tensor  # fraction of codes used in this batch
-    counts: Tensor  # (K,) code counts in this batch
-
-
-def _all_reduce(t: Tensor) -> Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
-def _broadcast(t: Tensor) -> Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.broadcast(t, src=0)
-    return t
+    active_fraction: Tensor  # fraction of codes used in this batch (all ranks in training)
+    counts: Tensor  # (K,) code counts in this batch (all ranks in training)
+    restarted: Tensor  # number of dead codes re-seeded at this step
 
 
 class VectorQuantizer(nn.Module):
+    """Nearest-code quantiser with straight-through gradients and codebook health options.
+
+    ema: codebook = EMA of assigned encoder outputs (appendix A.1) instead of the codebook loss;
+        the codebook is then a buffer, outside the optimiser.
+    kmeans_init: the first training batch's k-means centres replace the random initial codebook.
+    restart_threshold: a code whose EMA usage (expected uses per batch) falls below this is
+        re-seeded from a random encoder output of the current batch; 0 disables restarts.
+    """
+
     def __init__(
         self,
         num_codes: int,
@@ -121,88 +191,101 @@ class VectorQuantizer(nn.Module):
         init = torch.empty(num_codes, dim).uniform_(-1 / num_codes, 1 / num_codes)
         if ema:
             self.register_buffer("codebook", init)
-            self.register_buffer("ema_count", torch.ones(num_codes))
-            self.register_buffer("ema_sum", init.clone())
+            self.register_buffer("ema_sum", init.clone())  # EMA of the assigned vectors' sums
         else:
             self.codebook = nn.Parameter(init)
-            self.register_buffer("ema_count", torch.ones(num_codes))  # usage tracking for restarts
+        # EMA of per-batch usage counts: the EMA denominator, and what restarts read in both modes.
+        self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("initialised", torch.tensor(not kmeans_init))
-        # Random choices for init and restarts; saved in checkpoints so a resumed run is identical.
+        # Random choices for init and restarts; the training loop checkpoints it, and it must be
+        # seeded alike on every rank (it draws indices into the global batch).
         self.generator = torch.Generator()
         self.generator.manual_seed(0)
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
+    # ------------------------------------------------------------ codebook health
+
+    @torch.no_grad()
+    def _set_codes(self, which: Tensor | slice, vectors: Tensor, count: Tensor | float) -> None:
+        """Put `vectors` in the codebook with an EMA usage of `count` (and a matching EMA sum)."""
+        self.codebook.data[which] = vectors
+        self.ema_count[which] = count
+        if self.ema:
+            c = count[:, None] if isinstance(count, Tensor) else count
+            self.ema_sum[which] = vectors * c
+
     @torch.no_grad()
     def _init_from(self, flat: Tensor) -> None:
-        centres = kmeans(flat, self.num_codes, self.kmeans_iters, self.generator)
-        centres = _broadcast(centres.contiguous())
-        self.codebook.data.copy_(centres)
-        if self.ema:
-            self.ema_sum.copy_(centres)
-            self.ema_count.fill_(1.0)
+        offset, total = _global_extent(flat.shape[0], flat.device)
+        seeds = _global_rows(flat, sample_rows(total, self.num_codes, self.generator), offset)
+        centres, counts = lloyd(flat, seeds, self.kmeans_iters, _all_reduce)
+        # Start the EMA from the clusters' sizes, so "dead" means unused, not just new.
+        self._set_codes(slice(None), centres, counts)
         self.initialised.fill_(True)
 
     @torch.no_grad()
-    def _restart_dead(self, flat: Tensor) -> None:
-        dead = self.ema_count < self.restart_threshold
+    def _restart_dead(self, flat: Tensor) -> int:
+        dead = self.ema_count < self.restart_threshold  # identical on every rank: counts are reduced
         n_dead = int(dead.sum())
-        if n_dead == 0:
-            return
-        pick = torch.randint(flat.shape[0], (n_dead,), generator=self.generator).to(flat.device)
-        fresh = _broadcast(flat[pick].contiguous())
-        self.codebook.data[dead] = fresh
-        if self.ema:
-            self.ema_sum[dead] = fresh
-        self.ema_count[dead] = 1.0  # one batch of grace before it can be called dead again
+        if n_dead:
+            offset, total = _global_extent(flat.shape[0], flat.device)
+            fresh = _global_rows(flat, sample_rows(total, n_dead, self.generator), offset)
+            self._set_codes(dead, fresh, self.restart_threshold)
+        return n_dead
+
+    @torch.no_grad()
+    def _update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> int:
+        """One training step's codebook update; returns the number of codes restarted."""
+        ema_inplace(self.ema_count, counts, self.decay)
+        if self.ema:  # appendix A.1: N_i and m_i as EMAs, e_i = m_i / N_i
+            sums = _all_reduce(torch.zeros_like(self.ema_sum).index_add_(0, indices, flat))
+            ema_inplace(self.ema_sum, sums, self.decay)
+            n = laplace_smoothing(self.ema_count, self.eps)
+            torch.div(self.ema_sum, n[:, None], out=self.codebook)
+        return self._restart_dead(flat) if self.restart_threshold > 0 else 0
+
+    # ------------------------------------------------------------ forward
 
     def forward(self, z: Tensor) -> QuantizerOutput:
         """z: (B, D, H, W) encoder output."""
         b, d, h, w = z.shape
-        z = z.float()  # distances and EMA statistics in fp32, even under autocast
+        # Distances and EMA statistics in fp32, even under autocast.
         with torch.autocast(z.device.type, enabled=False):
-            flat = z.permute(0, 2, 3, 1).reshape(-1, d)  # (B*H*W, D)
+            z = z.float()
+            flat = z.permute(0, 2, 3, 1).reshape(-1, d)  # (B*H*W, D); a view if z is channels-last
+            sg_flat = flat.detach()
             if self.training and not bool(self.initialised):
-                self._init_from(flat.detach())
-            indices = nearest_code(flat.detach(), self.codebook)
-            counts = _all_reduce(code_counts(indices, self.num_codes))
-            q = F.embedding(indices, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)
+                self._init_from(sg_flat)
+            indices = nearest_code(sg_flat, self.codebook.detach())  # (B*H*W,)
+            counts = code_counts(indices, self.num_codes)
+            q = F.embedding(indices, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, H, W)
 
-            commitment = F.mse_loss(z, q.detach())  # eq. 3, third term
-            if self.ema:
-                loss = self.beta * commitment
-                if self.training:
-                    self._ema_update(flat.detach(), indices, counts)
+            # VQ-VAE eq. 3: sg[z] pulls codes to the encoder (unless EMA does), and beta x the
+            # commitment term keeps the encoder near its codes.
+            commitment = F.mse_loss(z, q.detach())
+            loss = self.beta * commitment
+            if not self.ema:
+                loss = loss + F.mse_loss(q, z.detach())
+
+            restarted = 0
+            if self.training:
+                counts = _all_reduce(counts)
+                restarted = self._update(sg_flat, indices, counts)
+                quantized = straight_through(z, q)
             else:
-                codebook_loss = F.mse_loss(q, z.detach())  # eq. 3, second term
-                loss = codebook_loss + self.beta * commitment
-                if self.training:
-                    with torch.no_grad():
-                        ema_inplace(self.ema_count, counts, self.decay)
-            if self.training and self.restart_threshold > 0:
-                self._restart_dead(flat.detach())
-
-            quantized = straight_through(z, q) if self.training else q
-        total = counts.sum()
+                quantized = q
         return QuantizerOutput(
             quantized=quantized,
             indices=indices.view(b, h, w),
             loss=loss,
             commitment=commitment.detach(),
             perplexity=perplexity(counts),
-            active_fraction=(counts > 0).float().mean() if total > 0 else counts.new_zeros(()),
+            active_fraction=active_fraction(counts),
             counts=counts,
+            restarted=torch.tensor(restarted),
         )
-
-    @torch.no_grad()
-    def _ema_update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> None:
-        sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, flat)
-        _all_reduce(sums)
-        ema_inplace(self.ema_count, counts, self.decay)
-        ema_inplace(self.ema_sum, sums, self.decay)
-        n = laplace_smoothing(self.ema_count, self.eps)
-        self.codebook.copy_(self.ema_sum / n[:, None])
 
     def lookup(self, indices: Tensor) -> Tensor:
         """(B, H, W) code indices -> (B, D, H, W) code vectors."""
@@ -210,6 +293,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def encode_indices(self, z: Tensor) -> Tensor:
+        """(B, D, H, W) -> (B, H, W) nearest-code indices, without statistics or updates."""
         b, d, h, w = z.shape
-        flat = z.float().permute(0, 2, 3, 1).reshape(-1, d)
-        return nearest_code(flat, self.codebook).view(b, h, w)
+        flat = z.float().permute(0, 2, 3, 1).reshape(-1, d)  # (B*H*W, D)
+        return nearest_code(flat, self.codebook.detach()).view(b, h, w)
