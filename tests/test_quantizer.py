@@ -32,9 +32,10 @@ def test_squared_distances_match_cdist():
     torch.testing.assert_close(squared_distances(x, c), torch.cdist(x, c) ** 2, rtol=1e-4, atol=1e-4)
 
 
-def test_nearest_code_is_the_cdist_argmin():
+@pytest.mark.parametrize("k", [64, 512])  # 512: rows go through in several cache-sized blocks
+def test_nearest_code_is_the_cdist_argmin(k):
     g = torch.Generator().manual_seed(1)
-    x, c = torch.randn(500, 8, generator=g) * 3 + 1, torch.randn(64, 8, generator=g)
+    x, c = torch.randn(2500, 8, generator=g) * 3 + 1, torch.randn(k, 8, generator=g)
     assert torch.equal(nearest_code(x, c), torch.cdist(x.double(), c.double()).argmin(1))
 
 
