@@ -1,57 +1,117 @@
-"""reports/summary.md: the headline numbers against their baselines, the plots, the clips."""
+"""reports/summary.md: the headline numbers against their baselines, the plots, the clips.
+
+Plain GitHub-flavoured Markdown with links relative to the summary itself, so it reads the same
+in a git host's file view, an editor's preview and the MLflow artifact view. Nothing in it
+changes between two evaluations of the same models (no dates, no timings of evaluate itself).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+PLOTS = [
+    ("prediction_by_step.png", "Prediction error by step",
+     "The prior against copying the last given frame, predicting a blank frame, and the VQ-VAE "
+     "floor (the true future frames encoded and decoded: the best a prior of codes can do)."),
+    ("prediction_samples.png", "Predictions",
+     "Real clips above, the prior's argmax rollout from the given frames below."),
+    ("vqvae_convergence.png", "VQ-VAE convergence", "Training batches and the validation split."),
+    ("prior_convergence.png", "Prior convergence", "Training batches and the validation split."),
+    ("code_frequency.png", "Code usage by rank",
+     "A flat curve is a healthy codebook; a cliff is collapse onto a few codes."),
+    ("codebook_pca.png", "Codebook (PCA)", "Codebook vectors projected on their first two principal "
+     "components, coloured by how often the test split picks them."),
+    ("reconstructions.png", "Reconstructions", "Originals above, VQ-VAE reconstructions below."),
+    ("worst_reconstructions.png", "Worst reconstructions", "The test clips the VQ-VAE reconstructs worst."),
+]
+
 
 def _rel(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target, start)).as_posix()
+    return Path(os.path.relpath(Path(target).resolve(), Path(start).resolve())).as_posix()
 
 
-def summary_markdown(m: dict, here: Path, plots_dir: Path, generated_dir: Path) -> str:
+def _num(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _prediction_table(p: dict) -> list[str]:
+    rows = [("prior (argmax)", p["mse_frame"], p["ssim"], p.get("ratio_to_copy_last"))]
+    for key, name in (("copy_last", "copy last given frame"), ("blank", "blank frame (all zeros)"),
+                      ("vq_floor", "VQ-VAE floor (true codes)")):
+        mse = p[f"{key}_mse_frame"]
+        ratio = mse / p["copy_last_mse_frame"] if p["copy_last_mse_frame"] else None
+        rows.append((name, mse, p.get(f"{key}_ssim"), ratio))
+    out = ["| predictor | MSE per frame (sum over pixels) | SSIM | vs copy-last |", "| --- | ---: | ---: | ---: |"]
+    for name, mse, ssim, ratio in rows:
+        out.append(f"| {name} | {_num(mse, '.1f')} | {_num(ssim, '.4f')} | {_num(ratio, '.3f')} |")
+    return out
+
+
+def summary_markdown(m: dict, here: Path, plots_dir: Path, generated_dir: Path,
+                     clips: list[Path] | None = None, tables_dir: Path | None = None) -> str:
     r, c, p, cost = m["recon"], m["codebook"], m["prediction"], m.get("cost", {})
+    verdict = []
+    if p.get("ratio_to_copy_last") is not None and p.get("ratio_to_blank") is not None:
+        beats = [name for name, ratio in (("copy-last", p["ratio_to_copy_last"]), ("blank", p["ratio_to_blank"]))
+                 if ratio < 1]
+        verdict = [f"The prior's error is {p['ratio_to_copy_last']:.2f}x copy-last's and "
+                   f"{p['ratio_to_blank']:.2f}x blank's: it beats "
+                   + (" and ".join(beats) if beats else "neither baseline") + ".", ""]
     lines = [
         "# vqvideo run summary",
         "",
-        f"Test split: {m['test_clips']} clips. Prediction: {p['context_frames']} real frames in, "
-        f"{p['predicted_frames']} predicted by argmax.",
+        f"Test split: {m['test_clips']} clips. Prediction: the first {p['context_frames']} real frames of each "
+        f"clip given, the next {p['predicted_frames']} predicted by the prior (argmax) and decoded.",
+        "Numbers are in `metrics.json` under the same names (`dvc metrics show`), and in the MLflow run.",
         "",
-        "| metric | value | reference |",
-        "| --- | --- | --- |",
-        f"| recon PSNR | {r['psnr']:.2f} dB | |",
-        f"| recon SSIM | {r['ssim']:.4f} | |",
-        f"| recon MSE per pixel | {r['mse']:.6f} | |",
-        f"| codebook active fraction | {c['active_fraction']:.3f} | {c['size'] - c['dead_codes']} of {c['size']} codes |",
-        f"| codebook perplexity | {c['perplexity']:.1f} | max {c['size']} |",
-        f"| code entropy | {c['entropy_bits']:.2f} bits | max {c['max_entropy_bits']:.2f} bits |",
-        f"| prediction MSE per frame | {p['mse_frame']:.1f} | copy-last {p['copy_last_mse_frame']:.1f}, "
-        f"blank {p['blank_mse_frame']:.1f}, VQ floor {p['vq_floor_mse_frame']:.1f} |",
-        f"| prediction / copy-last | {p['ratio_to_copy_last']:.3f} | below 1 beats copying |",
-        f"| prediction / blank | {p['ratio_to_blank']:.3f} | below 1 beats predicting background |",
-        f"| prediction SSIM | {p['ssim']:.4f} | copy-last {p['copy_last_ssim']:.4f} |",
+        "## Prediction against the baselines",
+        "",
+        *_prediction_table(p),
+        "",
+        *verdict,
+        "## Reconstruction and codebook",
+        "",
+        "| metric | value | note |",
+        "| --- | ---: | --- |",
+        f"| `recon.psnr` | {_num(r['psnr'], '.2f')} dB | from the mean per-pixel MSE |",
+        f"| `recon.ssim` | {r['ssim']:.4f} | 1 is identical |",
+        f"| `recon.mse` | {r['mse']:.6f} | per pixel, pixels in [0, 1] |",
+        f"| `recon.mse_frame` | {r['mse_frame']:.2f} | per frame (sum over pixels), the Moving MNIST convention |",
+        f"| `codebook.active_fraction` | {c['active_fraction']:.3f} | {c['active_codes']} of {c['size']} codes "
+        f"used, {c['dead_codes']} dead |",
+        f"| `codebook.perplexity` | {c['perplexity']:.1f} | at most {c['size']} |",
+        f"| `codebook.entropy_bits` | {c['entropy_bits']:.2f} | at most log2 K = {c['max_entropy_bits']:.2f} |",
+        "",
     ]
     if cost:
-        lines += [
-            f"| VQ-VAE | {cost['vqvae_parameters']:,} params | {cost['vqvae_train_seconds']:.0f} s, "
-            f"{cost['vqvae_frames_per_second']:.0f} frames/s |",
-            f"| prior | {cost['prior_parameters']:,} params | {cost['prior_train_seconds']:.0f} s, "
-            f"{cost['prior_frames_per_second']:.0f} frames/s |",
-        ]
-    lines += ["", "## Plots", ""]
-    for name, title in [
-        ("vqvae_convergence.png", "VQ-VAE convergence"),
-        ("prior_convergence.png", "Prior convergence"),
-        ("prediction_by_step.png", "Prediction error by step"),
-        ("code_frequency.png", "Code usage by rank"),
-        ("codebook_pca.png", "Codebook (PCA)"),
-        ("reconstructions.png", "Reconstructions (originals above)"),
-        ("worst_reconstructions.png", "Worst reconstructions"),
-    ]:
-        lines += [f"### {title}", "", f"![{title}]({_rel(plots_dir / name, here)})", ""]
+        lines += ["## Cost", "", "| model | parameters | training time | frames/s (last phase) |",
+                  "| --- | ---: | ---: | ---: |"]
+        for name, key in (("VQ-VAE", "vqvae"), ("prior", "prior")):
+            secs = cost.get(f"{key}_train_seconds")
+            fps = cost.get(f"{key}_frames_per_second")
+            lines.append(f"| {name} | {cost[f'{key}_parameters']:,} | "
+                         f"{'n/a' if secs is None else f'{secs:.0f} s'} | {_num(fps, '.0f')} |")
+        lines.append("")
+    lines += ["## Plots", ""]
+    for name, title, note in PLOTS:
+        lines += [f"### {title}", "", note, "", f"![{title}]({_rel(plots_dir / name, here)})", ""]
+    gen = _rel(generated_dir, here)
     lines += ["## Sample clips", "",
-              f"Generated clips (`.mp4`, `.gif`, grid `.png`) are in [{_rel(generated_dir, here)}]"
-              f"({_rel(generated_dir, here)}/): each row of a grid is the real clip, its reconstruction, "
-              "then one sample per row from the first frame alone.", ""]
+              f"The generate stage animates test clips from their first frame(s); the files are in "
+              f"[`{gen}/`]({gen}/). In each, the rows (or panels) are the real clip, its reconstruction, "
+              "then one sample per row.", ""]
+    for gif in clips or []:
+        stem = gif.with_suffix("")
+        links = [f"[{ext}]({_rel(stem.with_suffix('.' + ext), here)})" for ext in ("mp4", "png")
+                 if stem.with_suffix("." + ext).exists()]
+        lines += [f"- `{gif.stem}`: " + ", ".join(links) if links else f"- `{gif.stem}`",
+                  "", f"  ![{gif.stem}]({_rel(gif, here)})", ""]
+    if tables_dir is not None:
+        csv = _rel(tables_dir / "prediction_by_step.csv", here)
+        lines += ["## Tables", "", f"- [`{csv}`]({csv}): each predictor's error and SSIM per predicted step",
+                  f"- [`{_rel(tables_dir / 'recon_per_clip.csv', here)}`]({_rel(tables_dir / 'recon_per_clip.csv', here)}):"
+                  " reconstruction error per test clip",
+                  f"- [`{_rel(tables_dir / 'code_usage.csv', here)}`]({_rel(tables_dir / 'code_usage.csv', here)}):"
+                  " how often each code is picked on the test split", ""]
     return "\n".join(lines)

@@ -1,9 +1,15 @@
-"""evaluate: judge a run on the test split: reconstruction, codebook, prediction, cost, plots."""
+"""evaluate: judge a run on the test split: reconstruction, codebook, prediction, cost, plots.
+
+Everything here is deterministic: fp32 on the CPU, argmax decoding, a fixed clip order and
+float64 sums, so the same models and data give the same metrics.json, byte for byte (on one
+machine with one thread count; other CPUs may differ in the last bits).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +21,7 @@ from vqvideo import metrics as M
 from vqvideo import plots
 from vqvideo.config import EvaluateConfig, Params
 from vqvideo.data.clips import FrameData, to_tensor
+from vqvideo.errors import VQVideoError
 from vqvideo.models.prior import CodePrior
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.stages.generate import decode_codes
@@ -22,93 +29,156 @@ from vqvideo.stages.train import to_float
 
 log = logging.getLogger(__name__)
 
+PREDICTORS = ("prior", "copy_last", "blank", "vq_floor")
+SAMPLE_CLIPS = 4  # clips kept for the pictures
+
 
 @dataclass
 class Evaluation:
     metrics: dict
-    by_step: pd.DataFrame  # prediction error per predicted step, the prior and its baselines
-    per_clip: pd.DataFrame  # reconstruction error per test clip
-    counts: np.ndarray  # code usage on the test split
+    by_step: pd.DataFrame  # per predicted step: each predictor's mean error and SSIM
+    per_clip: pd.DataFrame  # per test clip: reconstruction error
+    counts: np.ndarray  # (K,) code usage on the test split
+    predictions: torch.Tensor  # (S, T - Tc, C, H, W) the prior's decoded rollout of the first clips
+
+
+@dataclass
+class _Batch:
+    counts: torch.Tensor  # (K,)
+    rec_mse: torch.Tensor  # (B, T) per-pixel MSE per frame
+    rec_sum: torch.Tensor  # (B, T) per-frame summed squared error
+    rec_ssim: torch.Tensor  # (B, T)
+    pred_mse: dict[str, torch.Tensor]  # predictor -> (B, T - Tc) per-frame summed squared error
+    pred_ssim: dict[str, torch.Tensor]  # predictor -> (B, T - Tc)
+    pred: torch.Tensor  # (B, T - Tc, C, H, W)
+
+
+def _evaluate_batch(vqvae: VQVAE, prior: CodePrior, x: torch.Tensor, tc: int) -> _Batch:
+    """x (B, T, C, H, W) in [0, 1] -> every per-frame number for this batch."""
+    b, t = x.shape[:2]
+    frames = x.flatten(0, 1)  # (B*T, C, H, W)
+    codes = vqvae.encode_indices(frames)  # (B*T, h, w)
+    recon = vqvae.decode_indices(codes)
+    counts = torch.bincount(codes.flatten(), minlength=vqvae.quantizer.num_codes).double()
+
+    codes = codes.view(b, t, *codes.shape[1:])  # (B, T, h, w)
+    rolled = prior.rollout(codes[:, :tc], t - tc, sampling="argmax")  # (B, T, h, w)
+    pred = decode_codes(vqvae, rolled[:, tc:])  # (B, T - tc, C, H, W)
+    future = x[:, tc:]
+    guesses = {
+        "prior": pred,
+        "copy_last": x[:, tc - 1 : tc].expand_as(future),
+        "blank": torch.zeros_like(future),
+        "vq_floor": recon.view_as(x)[:, tc:],
+    }
+    target = future.flatten(0, 1)  # (B*(T-tc), C, H, W)
+    shape = (b, t - tc)
+    return _Batch(
+        counts=counts,
+        rec_mse=M.mse_per_pixel_frames(recon, frames).view(b, t),
+        rec_sum=M.mse_per_frame(recon, frames).view(b, t),
+        rec_ssim=M.ssim_per_frame(recon, frames).double().view(b, t),
+        pred_mse={k: M.mse_per_frame(g.flatten(0, 1), target).view(shape) for k, g in guesses.items()},
+        pred_ssim={k: M.ssim_per_frame(g.flatten(0, 1), target).double().view(shape) for k, g in guesses.items()},
+        pred=pred,
+    )
 
 
 @torch.no_grad()
 def evaluate_models(cfg: EvaluateConfig, vqvae: VQVAE, prior: CodePrior, clips: np.ndarray) -> Evaluation:
-    """All numbers on `clips` (N, T, C, H, W) uint8; deterministic (fp32, argmax, fixed order)."""
-    torch.manual_seed(0)
-    vqvae.eval()
-    prior.eval()
+    """All numbers on `clips` (N, T, C, H, W) uint8, in order, `cfg.batch_size` clips at a time."""
     n, t = clips.shape[:2]
     tc = cfg.context_frames
+    if n == 0:
+        raise VQVideoError("the test split is empty; raise sample.test_fraction or add videos, then re-run sample")
     if tc >= t:
-        from vqvideo.errors import VQVideoError
+        raise VQVideoError(f"evaluate.context_frames ({tc}) must be below the clip length ({t}); "
+                           "lower it or raise sample.clip_length")
+    vqvae.eval()
+    prior.eval()
+    batches = []
+    with torch.random.fork_rng():  # argmax draws nothing; pinned anyway, and the caller's RNG is left alone
+        torch.manual_seed(0)
+        for i in range(0, n, cfg.batch_size):
+            x = to_float(to_tensor(clips[i : i + cfg.batch_size]), torch.device("cpu"))
+            batches.append(_evaluate_batch(vqvae, prior, x, tc))
+            batches[-1].pred = batches[-1].pred[: max(0, SAMPLE_CLIPS - i)]  # keep only what is drawn
+    return _assemble(batches, t, tc)
 
-        raise VQVideoError(f"evaluate.context_frames ({tc}) must be below the clip length ({t})")
-    k = vqvae.quantizer.num_codes
-    counts = torch.zeros(k, dtype=torch.float64)
-    rec_se, rec_ssim, rec_frame = [], [], []
-    rows = {name: [] for name in ("prior", "copy_last", "blank", "vq_floor")}
-    ssim_rows = {name: [] for name in ("prior", "copy_last")}
-    for i in range(0, n, cfg.batch_size):
-        x = to_float(to_tensor(clips[i : i + cfg.batch_size]), torch.device("cpu"))
-        b = x.shape[0]
-        frames = x.flatten(0, 1)  # (B*T, C, H, W)
-        codes = vqvae.encode_indices(frames)
-        counts += torch.bincount(codes.flatten(), minlength=k).double()
-        recon = vqvae.decode_indices(codes)
-        rec_se.append(((recon.double() - frames.double()) ** 2).flatten(1).mean(1).view(b, t))
-        rec_ssim.append(M.ssim_per_frame(recon, frames).view(b, t))
-        rec_frame.append(M.mse_per_frame(recon, frames).view(b, t))
 
-        codes = codes.view(b, t, *codes.shape[1:])
-        rolled = prior.rollout(codes[:, :tc], t - tc, sampling="argmax")
-        pred = decode_codes(vqvae, rolled[:, tc:]).flatten(0, 1)  # (B*(T-tc), C, H, W)
-        target = x[:, tc:].flatten(0, 1)
-        last = x[:, tc - 1 : tc].expand(-1, t - tc, *x.shape[2:]).flatten(0, 1)
-        floor = recon.view(b, t, *recon.shape[1:])[:, tc:].flatten(0, 1)
-        shape = (b, t - tc)
-        rows["prior"].append(M.mse_per_frame(pred, target).view(shape))
-        rows["copy_last"].append(M.mse_per_frame(last, target).view(shape))
-        rows["blank"].append(M.mse_per_frame(torch.zeros_like(target), target).view(shape))
-        rows["vq_floor"].append(M.mse_per_frame(floor, target).view(shape))
-        ssim_rows["prior"].append(M.ssim_per_frame(pred, target).view(shape))
-        ssim_rows["copy_last"].append(M.ssim_per_frame(last, target).view(shape))
+def _assemble(batches: list[_Batch], t: int, tc: int) -> Evaluation:
+    def cat(get) -> torch.Tensor:  # noqa: ANN001
+        return torch.cat([get(b) for b in batches])
 
-    pred_mse = {k_: torch.cat(v) for k_, v in rows.items()}  # (N, T - tc) each
-    pred_ssim = {k_: torch.cat(v) for k_, v in ssim_rows.items()}
-    rec_mse_clip = torch.cat(rec_se)  # (N, T) per-pixel MSE per frame
-    mse = float(rec_mse_clip.mean())
+    counts = torch.stack([b.counts for b in batches]).sum(0)
+    rec_mse, rec_sum, rec_ssim = cat(lambda b: b.rec_mse), cat(lambda b: b.rec_sum), cat(lambda b: b.rec_ssim)
+    pred_mse = {k: cat(lambda b, k=k: b.pred_mse[k]) for k in PREDICTORS}  # (N, T - tc) each
+    pred_ssim = {k: cat(lambda b, k=k: b.pred_ssim[k]) for k in PREDICTORS}
+    n = rec_mse.shape[0]
+
     by_step = pd.DataFrame({"step": np.arange(1, t - tc + 1)})
-    for name, v in pred_mse.items():
-        by_step[f"{name}_mse_frame"] = v.mean(0).numpy()
-    for name, v in pred_ssim.items():
-        by_step[f"{name}_ssim"] = v.mean(0).numpy()
-    per_clip = pd.DataFrame({"clip": np.arange(n), "recon_mse": rec_mse_clip.mean(1).numpy(),
-                             "recon_ssim": torch.cat(rec_ssim).mean(1).numpy()})
-    usage = M.codebook_usage(counts)
+    for k in PREDICTORS:
+        by_step[f"{k}_mse_frame"] = pred_mse[k].mean(0).numpy()
+    for k in PREDICTORS:
+        by_step[f"{k}_ssim"] = pred_ssim[k].mean(0).numpy()
+    per_clip = pd.DataFrame({"clip": np.arange(n), "recon_mse": rec_mse.mean(1).numpy(),
+                             "recon_mse_frame": rec_sum.mean(1).numpy(), "recon_ssim": rec_ssim.mean(1).numpy()})
+    mse = float(rec_mse.mean())
+    p = {"context_frames": tc, "predicted_frames": t - tc,
+         "mse_frame": float(pred_mse["prior"].mean()), "ssim": float(pred_ssim["prior"].mean())}
+    for k in PREDICTORS[1:]:
+        p[f"{k}_mse_frame"] = float(pred_mse[k].mean())
+        p[f"{k}_ssim"] = float(pred_ssim[k].mean())
+    p["ratio_to_copy_last"] = _ratio(p["mse_frame"], p["copy_last_mse_frame"])
+    p["ratio_to_blank"] = _ratio(p["mse_frame"], p["blank_mse_frame"])
+    p["ratio_to_vq_floor"] = _ratio(p["mse_frame"], p["vq_floor_mse_frame"])
     metrics = {
-        "recon": {
-            "mse": mse,
-            "psnr": M.psnr(mse),
-            "ssim": float(torch.cat(rec_ssim).mean()),
-            "mse_frame": float(torch.cat(rec_frame).mean()),
-        },
-        "codebook": usage,
-        "prediction": {
-            "context_frames": tc,
-            "predicted_frames": t - tc,
-            "mse_frame": float(pred_mse["prior"].mean()),
-            "ssim": float(pred_ssim["prior"].mean()),
-            "copy_last_mse_frame": float(pred_mse["copy_last"].mean()),
-            "copy_last_ssim": float(pred_ssim["copy_last"].mean()),
-            "blank_mse_frame": float(pred_mse["blank"].mean()),
-            "vq_floor_mse_frame": float(pred_mse["vq_floor"].mean()),
-        },
+        "recon": {"mse": mse, "psnr": M.psnr(mse), "ssim": float(rec_ssim.mean()),
+                  "mse_frame": float(rec_sum.mean())},
+        "codebook": M.codebook_usage(counts),
+        "prediction": p,
         "test_clips": n,
     }
-    p = metrics["prediction"]
-    p["ratio_to_copy_last"] = p["mse_frame"] / max(p["copy_last_mse_frame"], 1e-12)
-    p["ratio_to_blank"] = p["mse_frame"] / max(p["blank_mse_frame"], 1e-12)
-    return Evaluation(metrics, by_step, per_clip, counts.numpy())
+    preds = torch.cat([b.pred for b in batches])
+    return Evaluation(metrics, by_step, per_clip, counts.numpy(), preds)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def cost_metrics(vqvae: VQVAE, prior: CodePrior, vq_meta: dict, prior_meta: dict,
+                 vq_dir: Path, prior_dir: Path) -> dict:
+    """Parameters, training seconds (all resumed invocations together) and the frames/s of the
+    last training phase, from what train and prior saved beside each model."""
+    from vqvideo.io import read_json
+    from vqvideo.models.store import num_parameters
+
+    out: dict = {"vqvae_parameters": num_parameters(vqvae), "prior_parameters": num_parameters(prior)}
+    out["total_parameters"] = out["vqvae_parameters"] + out["prior_parameters"]
+    for name, meta, folder in (("vqvae", vq_meta, vq_dir), ("prior", prior_meta, prior_dir)):
+        summary = dict(meta)
+        if (folder / "summary.json").exists():
+            summary.update(read_json(folder / "summary.json"))
+        for key in ("train_seconds", "frames_per_second"):
+            if isinstance(summary.get(key), (int, float)):
+                out[f"{name}_{key}"] = float(summary[key])
+            else:
+                log.warning("evaluate: %s has no %s recorded; cost.%s_%s left out", folder, key, name, key)
+    return out
+
+
+def finite(d: dict) -> dict:
+    """JSON has no inf or NaN (a perfect reconstruction has infinite PSNR): write null there."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[k] = finite(v)
+        elif isinstance(v, float) and not math.isfinite(v):
+            out[k] = None
+        else:
+            out[k] = v
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,6 +187,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", type=Path, default=Path("models/prior"))
     p.add_argument("--train-history", type=Path, default=Path("reports/train/history.csv"))
     p.add_argument("--prior-history", type=Path, default=Path("reports/prior/history.csv"))
+    p.add_argument("--generated", type=Path, default=Path("reports/generated"),
+                   help="the generate stage's clips, linked from the summary")
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     p.add_argument("--plots", type=Path, default=Path("reports/plots"))
     p.add_argument("--tables", type=Path, default=Path("reports/eval"))
@@ -126,11 +198,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from vqvideo import tracking
     from vqvideo.config import load_params, section_params
-    from vqvideo.io import read_json, staging_dir, write_csv, write_json, write_text
-    from vqvideo.models.store import load_prior, load_vqvae, num_parameters
-    from vqvideo.report import summary_markdown
+    from vqvideo.errors import require_file
+    from vqvideo.io import write_json
+    from vqvideo.models.store import load_prior, load_vqvae
 
     params: Params = load_params(args.params)
+    for path, what in ((args.train_history, "VQ-VAE history"), (args.prior_history, "prior history"),
+                       (args.prior / tracking.RUN_FILE, "the pipeline's MLflow run record")):
+        require_file(path, what, "run `dvc repro prior` first")
     data = FrameData.open(args.frames)
     vqvae, vq_meta = load_vqvae(args.vqvae)
     prior, prior_meta = load_prior(args.prior, vq_meta)
@@ -138,54 +213,98 @@ def main(args: argparse.Namespace) -> None:
     if params.evaluate.max_clips:
         test = test[: params.evaluate.max_clips]
     ev = evaluate_models(params.evaluate, vqvae, prior, test)
-    vq_summary = read_json(args.vqvae / "summary.json")
-    prior_summary = read_json(args.prior / "summary.json")
-    ev.metrics["cost"] = {
-        "vqvae_parameters": num_parameters(vqvae),
-        "prior_parameters": num_parameters(prior),
-        "vqvae_train_seconds": vq_summary["train_seconds"],
-        "prior_train_seconds": prior_summary["train_seconds"],
-        "vqvae_frames_per_second": vq_summary["frames_per_second"],
-        "prior_frames_per_second": prior_summary["frames_per_second"],
-    }
-    train_hist = pd.read_csv(args.train_history)
-    prior_hist = pd.read_csv(args.prior_history)
-
-    with staging_dir(args.plots) as pdir:
-        plots.convergence(train_hist, ["loss", "recon_mse", "vq_loss", "perplexity", "active_fraction"],
-                          "VQ-VAE convergence", pdir / "vqvae_convergence.png")
-        plots.convergence(prior_hist, ["loss", "accuracy"], "prior convergence", pdir / "prior_convergence.png")
-        plots.code_frequency(ev.counts, pdir / "code_frequency.png")
-        plots.codebook_projection(vqvae.quantizer.codebook.numpy(), ev.counts, pdir / "codebook_pca.png")
-        plots.prediction_by_step(ev.by_step, pdir / "prediction_by_step.png")
-        _recon_grids(vqvae, test, ev.per_clip, pdir)
-    with staging_dir(args.tables) as tdir:
-        write_csv(tdir / "prediction_by_step.csv", ev.by_step)
-        write_csv(tdir / "recon_per_clip.csv", ev.per_clip)
-        write_csv(tdir / "code_usage.csv", pd.DataFrame({"code": np.arange(len(ev.counts)), "count": ev.counts}))
+    ev.metrics["cost"] = cost_metrics(vqvae, prior, vq_meta, prior_meta, args.vqvae, args.prior)
+    ev.metrics = finite(ev.metrics)
+    write_tables(ev, args.tables)
+    write_plots(ev, vqvae, test, pd.read_csv(args.train_history), pd.read_csv(args.prior_history), args.plots)
     write_json(args.metrics, ev.metrics)
-    write_text(args.summary, summary_markdown(ev.metrics, args.summary.parent, args.plots, Path("reports/generated")))
+    write_summary(ev.metrics, args.summary, args.plots, args.generated, args.tables)
     own = section_params(params, "evaluate")
     with tracking.pipeline_run(None, run_id=tracking.stage_run_id(args.prior / tracking.RUN_FILE, own)):
-        tracking.log_params(own)
-        tracking.log_metrics(tracking.flatten_metrics(ev.metrics))
-        for path in (args.metrics, args.summary, args.plots, args.tables):
-            tracking.log_artifact(path, "evaluate" if path.is_file() else f"evaluate/{path.name}")
+        log_to_mlflow(ev, own, args)
     m = ev.metrics
-    log.info("evaluate: PSNR %.2f dB, SSIM %.3f, active %.2f, prediction %.1f vs copy-last %.1f vs blank %.1f",
-             m["recon"]["psnr"], m["recon"]["ssim"], m["codebook"]["active_fraction"],
-             m["prediction"]["mse_frame"], m["prediction"]["copy_last_mse_frame"], m["prediction"]["blank_mse_frame"])
+    log.info("evaluate: PSNR %.2f dB, SSIM %.3f, active %.2f, prediction %.1f vs copy-last %.1f vs blank %.1f "
+             "(VQ floor %.1f) -> %s", m["recon"]["psnr"] or math.inf, m["recon"]["ssim"],
+             m["codebook"]["active_fraction"], m["prediction"]["mse_frame"],
+             m["prediction"]["copy_last_mse_frame"], m["prediction"]["blank_mse_frame"],
+             m["prediction"]["vq_floor_mse_frame"], args.metrics)
 
 
-def _recon_grids(vqvae: VQVAE, test: np.ndarray, per_clip: pd.DataFrame, out: Path) -> None:
-    """Originals over reconstructions: the first clips, and the worst-reconstructed ones."""
-    def rows_for(ids):
+def write_tables(ev: Evaluation, out: Path) -> None:
+    from vqvideo.io import staging_dir, write_csv
+
+    with staging_dir(out) as tmp:
+        write_csv(tmp / "prediction_by_step.csv", ev.by_step)
+        write_csv(tmp / "recon_per_clip.csv", ev.per_clip)
+        write_csv(tmp / "code_usage.csv", pd.DataFrame({"code": np.arange(len(ev.counts)),
+                                                        "count": ev.counts.astype(np.int64)}))
+
+
+def write_plots(ev: Evaluation, vqvae: VQVAE, test: np.ndarray, train_hist: pd.DataFrame,
+                prior_hist: pd.DataFrame, out: Path) -> None:
+    from vqvideo.io import staging_dir
+
+    with staging_dir(out) as tmp:
+        plots.convergence(train_hist, ["loss", "recon_mse", "vq_loss", "perplexity", "active_fraction"],
+                          "VQ-VAE convergence", tmp / "vqvae_convergence.png")
+        plots.convergence(prior_hist, ["loss", "accuracy"], "Prior convergence", tmp / "prior_convergence.png",
+                          labels={"loss": "cross-entropy of next-frame codes (nats)"})
+        plots.code_frequency(ev.counts, tmp / "code_frequency.png")
+        plots.codebook_projection(vqvae.quantizer.codebook.detach().cpu().numpy(), ev.counts,
+                                  tmp / "codebook_pca.png")
+        plots.prediction_by_step(ev.by_step, tmp / "prediction_by_step.png")
+        _clip_pictures(ev, vqvae, test, tmp)
+
+
+@torch.no_grad()
+def _clip_pictures(ev: Evaluation, vqvae: VQVAE, test: np.ndarray, out: Path) -> None:
+    """Originals over reconstructions (the first clips and the worst ones), and predictions."""
+    pc = ev.per_clip.set_index("clip")
+
+    def pairs(ids) -> list[tuple[str, torch.Tensor]]:  # noqa: ANN001
         rows = []
         for i in ids:
-            x = to_float(to_tensor(test[int(i)]), torch.device("cpu"))
-            rows += [x, vqvae.reconstruct(x)]
+            x = to_float(to_tensor(test[int(i)]), torch.device("cpu"))  # (T, C, H, W)
+            rows += [(f"clip {int(i)}\noriginal", x),
+                     (f"reconstruction\n{M.psnr(pc.recon_mse[int(i)]):.1f} dB", vqvae.reconstruct(x))]
         return rows
 
-    plots.image_grid(rows_for(range(min(4, len(test)))), out / "reconstructions.png")
-    worst = per_clip.sort_values("recon_mse", ascending=False)["clip"].head(4)
-    plots.image_grid(rows_for(worst), out / "worst_reconstructions.png")
+    first = range(min(SAMPLE_CLIPS, len(test)))
+    plots.clip_rows(pairs(first), out / "reconstructions.png",
+                    "VQ-VAE reconstructions of the first test clips (original above, reconstruction below)")
+    worst = ev.per_clip.sort_values(["recon_mse", "clip"], ascending=[False, True])["clip"].head(SAMPLE_CLIPS)
+    plots.clip_rows(pairs(worst), out / "worst_reconstructions.png",
+                    "Worst-reconstructed test clips (lowest PSNR first)")
+    tc = ev.metrics["prediction"]["context_frames"]
+    rows = []
+    for i, pred in enumerate(ev.predictions):
+        x = to_float(to_tensor(test[i]), torch.device("cpu"))
+        err = float(M.mse_per_frame(pred, x[tc:]).mean())
+        rows += [(f"clip {i}\nreal", x), (f"prior\nMSE/frame {err:.0f}", torch.cat([x[:tc], pred]))]
+    plots.clip_rows(rows, out / "prediction_samples.png",
+                    "Prior predictions from the given frames (argmax), against the real clip", context=tc)
+
+
+def write_summary(m: dict, path: Path, plots_dir: Path, generated: Path, tables: Path) -> None:
+    from vqvideo.io import write_text
+    from vqvideo.report import summary_markdown
+
+    clips = sorted(generated.glob("*.gif")) if generated.is_dir() else []
+    write_text(path, summary_markdown(m, path.parent, plots_dir, generated, clips, tables))
+
+
+def log_to_mlflow(ev: Evaluation, own: dict, args: argparse.Namespace) -> None:
+    """Same names as metrics.json (flattened: recon.psnr), the per-step curves as metric
+    histories (x = predicted step) so the UI charts them, and every file as an artifact."""
+    from vqvideo import tracking
+
+    tracking.log_params(own)
+    tracking.log_metrics(tracking.flatten_metrics(ev.metrics))
+    for row in ev.by_step.itertuples(index=False):
+        values = row._asdict()
+        step = int(values.pop("step"))
+        tracking.log_metrics({f"prediction_by_step.{k}": v for k, v in values.items()}, step=step)
+    for path in (args.metrics, args.summary):
+        tracking.log_artifact(path, "evaluate")
+    tracking.log_artifact(args.plots, "evaluate/plots")
+    tracking.log_artifact(args.tables, "evaluate/eval")
