@@ -37,9 +37,20 @@ class CollectConfig(Section):
     # Videos built from held-out digit images (the test split's identities never appear in train).
     test_fraction: float = Field(0.1, ge=0, lt=1)
     # urls
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(30.0, gt=0)  # per URL: the whole transfer, not just one read
     max_bytes: int = Field(512 * 1024 * 1024, ge=1)
-    retries: int = Field(2, ge=0)
+    retries: int = Field(2, ge=0)  # network errors and 5xx only; a 404 or a bad checksum is final
+    workers: int = Field(0, ge=0)  # 0: all cores; never changes what is written
+
+    @field_validator("urls")
+    @classmethod
+    def _url_entries(cls, v: list[str | dict[str, str]]) -> list[str | dict[str, str]]:
+        for e in v:  # a typo such as `sha` must not silently skip the verification
+            if isinstance(e, dict) and (set(e) - {"url", "sha256"} or "url" not in e):
+                raise ValueError(
+                    f"collect.urls entry {e!r} must be a URL string or {{url: ..., sha256: ...}}"
+                )
+        return v
 
     @model_validator(mode="after")
     def _needs_path(self):

@@ -1,8 +1,13 @@
 """Moving Digits: Moving MNIST (Srivastava et al. 2015) built from scikit-learn's handwritten digits.
 
-scikit-learn ships 1,797 real 8x8 digits (no download), upscaled here to `digit_size`. The
-digit images of held-out videos come from a separate pool (the last writers in the set), so the
-test split never sees a train digit's handwriting.
+scikit-learn ships 1,797 real handwritten 8x8 digits (no download), upscaled here to
+`digit_size`. Held-out videos draw their digit images from a separate pool (the last 20% of the
+images), so the test split never shows a digit image that a training video contains.
+
+As in Moving MNIST, each digit starts at a random place with a random direction, moves a fixed
+number of pixels per frame, bounces off the walls, and digits are composited by maximum. The
+motion labels give each digit's top-left corner (x, y) in sub-pixel precision and its velocity
+(vx, vy) in px/frame; the digit is drawn at (round(x), round(y)), rounding half to even.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ class DigitBank:
 
 
 def load_digit_bank(size: int = 28, heldout_fraction: float = 0.2) -> DigitBank:
+    """scikit-learn's digits, 0..255, upscaled to size x size (bicubic, clipped)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -35,7 +41,11 @@ def load_digit_bank(size: int = 28, heldout_fraction: float = 0.2) -> DigitBank:
 def bounce_trajectory(
     rng: np.random.Generator, steps: int, limit: float, speed: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-left positions (T, 2) and velocities (T, 2) of a box bouncing inside [0, limit]^2."""
+    """Top-left positions (T, 2) and velocities (T, 2) of a box bouncing inside [0, limit]^2.
+
+    The speed is exactly `speed` px/frame in a uniformly random direction; a wall reflects the
+    position and flips that velocity component (the velocity at t is the one that moves t -> t+1).
+    """
     pos = rng.uniform(0, limit, size=2)
     theta = rng.uniform(0, 2 * np.pi)
     vel = speed * np.array([np.cos(theta), np.sin(theta)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -13,49 +13,67 @@ import pandas as pd
 from tqdm import tqdm
 
 from vqvideo.config import SampleConfig
-from vqvideo.data.clips import SPLITS, assign_splits, clip_count, iter_clips
+from vqvideo.data.clips import (
+    SPLITS,
+    ClipPlan,
+    NpyRows,
+    assign_splits,
+    create_array,
+    moments,
+    sample_video,
+)
 from vqvideo.data.video import VideoError
 from vqvideo.errors import MissingInputError, VQVideoError
 from vqvideo.io import staging_dir, write_csv, write_json
+from vqvideo.stages.collect import pool_context
 from vqvideo.utils import resolve_workers
 
 log = logging.getLogger(__name__)
 
+VIDEO_COLUMNS = ["path", "source", "split", "frames", "clips", "status", "skipped_by", "reason"]
+INDEX_COLUMNS = ["split", "clip", "video", "start_frame", "end_frame", "frame_interval"]
 
-def _fill(job: tuple) -> tuple[int, int, str]:
-    """Decode one video into its reserved rows of a split array; return (job id, clips, error)."""
-    job_id, video, array_path, offset, expected, cfg = job
-    out = np.load(array_path, mmap_mode="r+")
-    n = 0
+
+def plan_of(cfg: SampleConfig) -> ClipPlan:
+    return ClipPlan(cfg.frame_interval, cfg.clip_length, cfg.clip_stride, cfg.size, cfg.channels)
+
+
+def _run(job: tuple) -> tuple[int, np.ndarray | None, str]:
+    """Decode one video into its reserved rows; return (job id, pixel histogram, error)."""
+    job_id, video, array_path, first_row, n_clips, plan = job
+    rows = NpyRows(array_path, first_row, plan.clip_shape)
     try:
-        for _, clip in iter_clips(
-            video, interval=cfg.frame_interval, size=cfg.size, channels=cfg.channels,
-            length=cfg.clip_length, stride=cfg.clip_stride,
-        ):
-            if n == expected:
-                break
-            out[offset + n] = clip
-            n += 1
+        return job_id, sample_video(video, plan, n_clips, rows), ""
     except VideoError as err:
-        return job_id, n, str(err)
+        return job_id, None, str(err)
     except Exception as err:  # noqa: BLE001 - a decoder crash must not lose the other videos
-        return job_id, n, f"decode failed: {err}"
-    out.flush()
-    return job_id, n, ""
+        return job_id, None, f"decode failed: {type(err).__name__}: {err}"
+    finally:
+        rows.close()
 
 
-def _pixel_stats(arr: np.ndarray, chunk: int = 256) -> tuple[float, float]:
-    s = sq = 0.0
-    count = 0
-    for i in range(0, len(arr), chunk):
-        x = np.asarray(arr[i : i + chunk], dtype=np.float64) / 255.0
-        s += x.sum()
-        sq += np.square(x).sum()
-        count += x.size
-    if count == 0:
-        return 0.0, 0.0
-    mean = s / count
-    return float(mean), float(np.sqrt(max(sq / count - mean**2, 0.0)))
+def video_table(manifest: pd.DataFrame, plan: ClipPlan) -> pd.DataFrame:
+    """Every manifest row with its clip count; collect's skips and too-short videos marked."""
+    v = pd.DataFrame({
+        "path": manifest.path.astype(str),
+        "source": manifest.source.astype(str),
+        "split": manifest.split.astype(str) if "split" in manifest else "",
+        "frames": pd.to_numeric(manifest.frames, errors="coerce").fillna(0).astype(int),
+        "status": manifest.status.astype(str),
+        "reason": manifest.reason.astype(str),
+    })
+    v["skipped_by"] = np.where(v.status == "ok", "", "collect")
+    v["clips"] = [plan.clips(f) if s == "ok" else 0 for f, s in zip(v.frames, v.status)]
+    short = (v.status == "ok") & (v.clips == 0)
+    v.loc[short, "reason"] = [
+        f"shorter than one clip: {f} frames keep {-(-f // plan.interval)} at frame_interval "
+        f"{plan.interval}, fewer than clip_length {plan.length}"
+        for f in v.frames[short]
+    ]
+    v.loc[short, ["status", "skipped_by"]] = ["skipped", "sample"]
+    for p, r in zip(v.path[short], v.reason[short]):
+        log.warning("sample: skipping %s: %s", p, r)
+    return v
 
 
 def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) -> dict:
@@ -64,95 +82,121 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
     manifest_path = raw_dir / "manifest.csv"
     if not manifest_path.exists():
         raise MissingInputError(f"{manifest_path} not found; run `dvc repro collect` first")
-    manifest = pd.read_csv(manifest_path, keep_default_na=False)
-    videos = manifest[manifest.status == "ok"].reset_index(drop=True)
-    if videos.empty:
+    manifest = pd.read_csv(manifest_path, keep_default_na=False, dtype={"path": str, "split": str})
+    if not (manifest.status == "ok").any():
         raise VQVideoError(f"{manifest_path} lists no usable video; fix the collect stage's inputs")
-
-    counts = [clip_count(int(f), cfg.frame_interval, cfg.clip_length, cfg.clip_stride) for f in videos.frames]
-    videos["clips"] = counts
-    videos["status"] = ["ok" if c > 0 else "skipped" for c in counts]
-    videos["reason"] = [
-        "" if c > 0 else f"shorter than one clip: {int(f)} frames at interval {cfg.frame_interval} < clip_length {cfg.clip_length}"
-        for c, f in zip(counts, videos.frames)
-    ]
-    for _, v in videos[videos.status == "skipped"].iterrows():
-        log.warning("skipping %s: %s", v.path, v.reason)
+    plan = plan_of(cfg)
+    videos = video_table(manifest, plan)
     ok = videos.status == "ok"
-    videos.loc[ok, "split"] = assign_splits(
-        list(videos.path[ok]), list(videos.split[ok]), cfg.val_fraction, cfg.test_fraction, cfg.seed
-    )
-    usable = videos[ok]
-    if usable.empty:
+    if not ok.any():
         raise VQVideoError(
             f"no video is long enough for one clip of {cfg.clip_length} frames at frame_interval "
             f"{cfg.frame_interval}; lower sample.clip_length or sample.frame_interval"
         )
+    videos["split"] = np.where(ok, videos.split, "")
+    videos.loc[ok, "split"] = assign_splits(
+        list(videos.path[ok]), list(videos.split[ok]), cfg.val_fraction, cfg.test_fraction, cfg.seed
+    )
+    if not ((videos.split == "train") & ok).any():
+        raise VQVideoError(
+            "no video is left for the train split (every usable video is held out for test); "
+            "collect more videos or lower collect.test_fraction"
+        )
 
     with staging_dir(out_dir) as tmp:
         jobs, index_rows = [], []
-        shape = (cfg.clip_length, cfg.channels, cfg.size, cfg.size)
         for split in SPLITS:
-            part = usable[usable.split == split]
-            total = int(part.clips.sum())
+            part = videos[ok & (videos.split == split)]
             path = tmp / f"{split}.npy"
-            np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(total, *shape)).flush()
-            offset = 0
+            create_array(path, int(part.clips.sum()), plan.clip_shape)
+            row = 0
             for vid, v in part.iterrows():
-                jobs.append((vid, str(raw_dir / v.path), str(path), offset, int(v.clips), cfg))
+                jobs.append((vid, str(raw_dir / v.path), str(path), row, int(v.clips), plan))
                 for c in range(int(v.clips)):
-                    index_rows.append((split, offset + c, v.path, c * cfg.clip_stride * cfg.frame_interval))
-                offset += int(v.clips)
+                    start = plan.start_frame(c)
+                    index_rows.append((split, row + c, v.path, start, start + (plan.length - 1) * plan.interval))
+                row += int(v.clips)
 
-        results = {}
-        desc = "sample: decode"
-        if workers <= 1:
-            for job in tqdm(jobs, desc=desc, unit="video"):
-                jid, n, err = _fill(job)
-                results[jid] = (n, err)
-        else:
-            with ProcessPoolExecutor(workers) as pool:
-                for jid, n, err in tqdm(pool.map(_fill, jobs, chunksize=4), total=len(jobs), desc=desc, unit="video"):
-                    results[jid] = (n, err)
+        hists, failed = _decode_all(jobs, videos, workers)
+        if failed:  # a decoder disagreed with the manifest: drop that video everywhere
+            for vid, reason in failed.items():
+                log.warning("sample: skipping %s: %s", videos.path[vid], reason)
+                videos.loc[vid, ["status", "skipped_by", "reason"]] = ["skipped", "sample", reason]
+            index_rows = _compact(tmp, plan, index_rows, {videos.path[j] for j in failed})
 
-        short = {jid: r for jid, r in results.items() if r[1] or r[0] != videos.clips[jid]}
-        if short:  # a decoder disagreed with the manifest: drop that video's rows everywhere
-            for jid, (n, err) in short.items():
-                reason = err or f"decoded {n} clips, expected {videos.clips[jid]}"
-                log.warning("skipping %s: %s", videos.path[jid], reason)
-                videos.loc[jid, ["status", "reason"]] = ["skipped", reason]
-            index_rows = _compact(tmp, videos, index_rows, short)
-
-        index = pd.DataFrame(index_rows, columns=["split", "clip", "video", "start_frame"])
+        index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS[:-1])
         index["frame_interval"] = cfg.frame_interval
         write_csv(tmp / "index.csv", index)
-        write_csv(tmp / "videos.csv", videos[["path", "split", "frames", "clips", "status", "reason"]])
-
-        train = np.load(tmp / "train.npy", mmap_mode="r")
-        mean, std = _pixel_stats(train)
-        stats = {
-            "clips": {s: int((index.split == s).sum()) for s in SPLITS},
-            "videos": {s: int(((videos.split == s) & (videos.status == "ok")).sum()) for s in SPLITS},
-            "frames": {s: int((index.split == s).sum()) * cfg.clip_length for s in SPLITS},
-            "skipped_videos": int((videos.status != "ok").sum()) + int((manifest.status != "ok").sum()),
-            "pixel_mean": mean,
-            "pixel_std": std,
-            "clip_shape": list(shape),
-            "config": cfg.model_dump(mode="json"),
-        }
-        stats["fingerprint"] = hashlib.sha256(
-            pd.util.hash_pandas_object(index).values.tobytes() + str(stats).encode()
-        ).hexdigest()[:16]
+        videos.loc[videos.status != "ok", "clips"] = 0
+        write_csv(tmp / "videos.csv", videos[VIDEO_COLUMNS])
+        stats = _stats(cfg, plan, index, videos, hists)
         write_json(tmp / "stats.json", stats)
+    if stats["clips"]["train"] == 0:
+        raise VQVideoError("every train video failed to decode; see the warnings above")
     for s in SPLITS:
         if stats["clips"][s] == 0:
-            log.warning("the %s split is empty", s)
-    log.info("sample: clips %s -> %s", stats["clips"], out_dir)
+            log.warning("sample: the %s split is empty (too few videos for sample.%s_fraction)", s,
+                        "test" if s == "test" else "val")
+    log.info("sample: clips %s from %d videos -> %s", stats["clips"], int((videos.status == "ok").sum()), out_dir)
     return stats
 
 
-def _compact(tmp: Path, videos: pd.DataFrame, index_rows: list, bad: dict) -> list:
-    bad_paths = {videos.path[j] for j in bad}
+def _decode_all(jobs: list[tuple], videos: pd.DataFrame, workers: int) -> tuple[dict, dict]:
+    """Run every job (serially or over `workers` processes); ({split: hist}, {video: error})."""
+    split_of = {j[0]: videos.split[j[0]] for j in jobs}
+    frames_of = {j[0]: int(videos.frames[j[0]]) for j in jobs}
+    # Longest first: with few long videos the last one to start is short, so workers finish together.
+    jobs = sorted(jobs, key=lambda j: -frames_of[j[0]])
+    hists = {s: np.zeros((jobs[0][5].channels if jobs else 1, 256), np.int64) for s in SPLITS}
+    failed: dict[int, str] = {}
+    bar = tqdm(total=sum(frames_of.values()), desc="sample: decode", unit="frame", unit_scale=True)
+
+    def done(result: tuple) -> None:
+        vid, hist, err = result
+        if err:
+            failed[vid] = err
+        else:
+            hists[split_of[vid]] += hist  # integer counts: the sum does not depend on order
+        bar.update(frames_of[vid])
+
+    with bar:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                done(_run(job))
+        else:
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=pool_context()) as pool:
+                for fut in as_completed([pool.submit(_run, job) for job in jobs]):
+                    done(fut.result())
+    return hists, failed
+
+
+def _stats(cfg: SampleConfig, plan: ClipPlan, index: pd.DataFrame, videos: pd.DataFrame, hists: dict) -> dict:
+    mean, std = moments(hists["train"])
+    per_channel = [moments(h) for h in hists["train"]]
+    ok = videos.status == "ok"
+    stats = {
+        "clips": {s: int((index.split == s).sum()) for s in SPLITS},
+        "videos": {s: int((ok & (videos.split == s)).sum()) for s in SPLITS},
+        "frames": {s: int((index.split == s).sum()) * cfg.clip_length for s in SPLITS},
+        "skipped_videos": int((~ok).sum()),
+        # pixels in [0, 1] over every frame of every train clip (what a training loop sees)
+        "pixel_mean": mean,
+        "pixel_std": std,
+        "channel_mean": [m for m, _ in per_channel],
+        "channel_std": [s for _, s in per_channel],
+        "pixels": {s: dict(zip(("mean", "std"), moments(hists[s]))) for s in SPLITS},
+        "clip_shape": list(plan.clip_shape),
+        # `workers` changes how fast, never what: leaving it out keeps parallel == serial output
+        "config": cfg.model_dump(mode="json", exclude={"workers"}),
+    }
+    stats["fingerprint"] = hashlib.sha256(
+        pd.util.hash_pandas_object(index, index=False).values.tobytes() + repr(stats).encode()
+    ).hexdigest()[:16]
+    return stats
+
+
+def _compact(tmp: Path, plan: ClipPlan, index_rows: list, bad_paths: set[str]) -> list:
+    """Rewrite each split's array without the rows of `bad_paths`; return the renumbered index."""
     kept_rows = []
     for split in SPLITS:
         rows = [r for r in index_rows if r[0] == split]
@@ -162,13 +206,14 @@ def _compact(tmp: Path, videos: pd.DataFrame, index_rows: list, bad: dict) -> li
             continue
         src = np.load(tmp / f"{split}.npy", mmap_mode="r")
         dst_path = tmp / f"{split}.compact.npy"
-        dst = np.lib.format.open_memmap(dst_path, mode="w+", dtype=np.uint8, shape=(len(keep), *src.shape[1:]))
+        create_array(dst_path, len(keep), plan.clip_shape)
+        dst = np.load(dst_path, mmap_mode="r+")
         for i, r in enumerate(keep):
             dst[i] = src[r[1]]
         dst.flush()
         del src, dst
         dst_path.replace(tmp / f"{split}.npy")
-        kept_rows += [(r[0], i, r[2], r[3]) for i, r in enumerate(keep)]
+        kept_rows += [(r[0], i, *r[2:]) for i, r in enumerate(keep)]
     return kept_rows
 
 
