@@ -162,22 +162,49 @@ class EvaluateConfig(Section):
     batch_size: int = Field(32, ge=1)
 
 
+class SearchRange(Section):
+    """A numeric range for `tune.extra`: {low, high, log}; int fields get integer suggestions."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.low <= self.high or (self.log and self.low <= 0):
+            raise ValueError("a tune.extra range needs low <= high (and low > 0 when log is true)")
+        return self
+
+
+# Keys the tuner sets itself: searching them through tune.extra would be ambiguous.
+TUNE_OWNED = {"model.codebook_size", "model.beta", "train.steps", "train.eval_every",
+              "train.checkpoint_every", "train.device"}
+
+
 class TuneConfig(Section):
-    n_trials: int = Field(6, ge=1)
+    n_trials: int = Field(6, ge=1)  # the study stops once it holds this many finished trials
     timeout: float | None = Field(None, gt=0)  # seconds for this invocation; None: no limit
     steps: int = Field(150, ge=1)  # training steps per trial
+    # sqlite:///path.db (relative to the repo root), journal:path.log (several workers on one
+    # machine), or any SQLAlchemy URL such as postgresql://user:pass@host/db (a cluster)
     storage: str = "sqlite:///optuna/vqvideo.db"
-    study_name: str = "vqvideo-codebook"
+    study_name: str = "vqvideo-codebook"  # a fingerprint of the fixed settings is appended
     codebook_sizes: list[int] = Field(default_factory=lambda: [64, 128, 256, 512, 1024, 2048])
     beta_range: tuple[float, float] = (0.05, 2.0)  # log-uniform
-    extra: dict[str, list[Any]] = Field(default_factory=dict)  # more train/model keys -> choices
+    # more model.* / train.* keys to search: a list of choices or {low, high, log}
+    extra: dict[str, list[Any] | SearchRange] = Field(default_factory=dict)
     objectives: list[Literal["recon_mse", "active_fraction"]] = Field(
         default_factory=lambda: ["recon_mse"]
     )
     pruner: Literal["median", "none"] = "median"
-    eval_every: int = Field(25, ge=1)
+    eval_every: int = Field(25, ge=1)  # val reports per trial, what the pruner compares
     seed: int = 0
     workers: int = Field(1, ge=1)
+    # the current params.yaml values as trial 0, so the study's best is never worse than them
+    baseline_first: bool = True
+    # database storages: a trial whose worker sends no heartbeat for 3x this long (a machine
+    # that died) is failed and queued again; local workers are checked by process id instead
+    heartbeat_s: int = Field(60, ge=1)
 
     @field_validator("codebook_sizes")
     @classmethod
@@ -192,6 +219,50 @@ class TuneConfig(Section):
         if not 0 < v[0] <= v[1]:
             raise ValueError("tune.beta_range must be [low, high] with 0 < low <= high")
         return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("tune.objectives must list recon_mse and/or active_fraction, each once")
+        return v
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _extra(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v  # pydantic reports the type error
+        sections = {"model": ModelConfig, "train": TrainConfig}
+        out: dict[str, Any] = {}
+        for key, space in v.items():
+            section, _, name = str(key).partition(".")
+            model = sections.get(section)
+            if model is None or name not in model.model_fields:
+                raise ValueError(f"tune.extra key {key!r} must name a model.* or train.* param")
+            if key in TUNE_OWNED:
+                raise ValueError(f"tune.extra key {key!r} is set by the tuner itself; remove it")
+            if isinstance(space, dict):
+                try:
+                    space = SearchRange.model_validate(space)
+                except ValidationError as err:
+                    e = err.errors()[0]
+                    raise ValueError(f"tune.extra {key!r}: {e['msg'].removeprefix('Value error, ')}"
+                                     " (a range is {low, high, log})") from None
+                choices = [space.low, space.high]
+            elif isinstance(space, (list, tuple)):
+                choices = list(space)
+            else:
+                raise ValueError(f"tune.extra {key!r} must be a list of choices or {{low, high, log}}")
+            if not choices:
+                raise ValueError(f"tune.extra {key!r} needs at least one choice")
+            for c in choices:
+                try:
+                    model.model_validate({name: c})
+                except ValidationError as err:
+                    raise ValueError(f"tune.extra {key!r}: {c!r} is not a valid {key} "
+                                     f"({err.errors()[0]['msg']})") from None
+            out[key] = space
+        return out
 
 
 class Params(Section):

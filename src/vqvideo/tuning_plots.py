@@ -1,8 +1,13 @@
-"""Figures of an Optuna study: history, importances, the codebook size x beta map, learning curves."""
+"""Figures of an Optuna study: history, importances, the codebook size x beta map, learning curves.
+
+Drawn from trials.csv's frame and the study itself with matplotlib/seaborn (Optuna's own plots
+need plotly), so they land as PNGs beside the other reports.
+"""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,48 +18,83 @@ from vqvideo.plots import _save, plt, sns
 
 log = logging.getLogger(__name__)
 
-STATE_COLOURS = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange", "FAIL": "tab:red", "RUNNING": "tab:gray"}
+STATE_COLOURS = {"COMPLETE": "tab:blue", "PRUNED": "tab:orange", "FAIL": "tab:red", "RUNNING": "tab:gray",
+                 "WAITING": "tab:gray"}
+LABELS = {"recon_mse": "val recon MSE", "active_fraction": "active code fraction"}
 
 
-def study_plots(study: optuna.Study, df: pd.DataFrame, out: Path) -> list[Path]:
+def study_plots(study: optuna.Study, df: pd.DataFrame, out: Path,
+                objectives: list[str] | None = None) -> list[Path]:
+    """Every figure of the study into `out`; returns the paths written."""
+    objectives = objectives or ["recon_mse"]
     out.mkdir(parents=True, exist_ok=True)
-    paths = [history(df, out / "optimization_history.png"),
-             size_beta_map(df, out / "codebook_size_beta_map.png"),
-             intermediate(study, out / "intermediate_values.png")]
-    imp = importances(study, out / "param_importances.png")
-    if imp is not None:
-        paths.append(imp)
+    paths = [history(df, out / "optimization_history.png", objectives[0]),
+             size_beta_map(df, out / "codebook_size_beta_map.png", objectives[0]),
+             intermediate(study, out / "intermediate_values.png"),
+             importances(study, out / "param_importances.png", objectives)]
+    if len(objectives) > 1:
+        paths.append(pareto(study, df, out / "pareto_front.png", objectives))
     return paths
 
 
-def history(df: pd.DataFrame, path: Path) -> Path:
-    done = df[df.state == "COMPLETE"].sort_values("number")
+def _minimise(objective: str) -> bool:
+    return objective != "active_fraction"
+
+
+def history(df: pd.DataFrame, path: Path, objective: str = "recon_mse") -> Path:
+    """Each trial's value in trial order, the best so far, and the baseline (params.yaml)."""
+    col = objective if objective in df else "value"
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter(done.number, done.value, label="trial value", color="tab:blue", s=25)
-    ax.plot(done.number, done.value.cummin(), color="tab:red", label="best so far", drawstyle="steps-post")
+    done = df[df.state == "COMPLETE"].sort_values("number")
+    pruned = df[(df.state == "PRUNED") & df[col].notna()]
+    ax.scatter(done.number, done[col], label="complete", color=STATE_COLOURS["COMPLETE"], s=28, zorder=3)
+    if not pruned.empty:
+        ax.scatter(pruned.number, pruned[col], label="pruned (value when stopped)", facecolors="none",
+                   edgecolors=STATE_COLOURS["PRUNED"], s=28, zorder=3)
+    for n in df[df.state == "FAIL"].number:
+        ax.axvline(n, color=STATE_COLOURS["FAIL"], alpha=0.3, lw=1)
+    if (df.state == "FAIL").any():
+        ax.plot([], [], color=STATE_COLOURS["FAIL"], alpha=0.5, label="failed")
+    if not done.empty:
+        best = done[col].cummin() if _minimise(objective) else done[col].cummax()
+        ax.plot(done.number, best, color="tab:red", label="best so far", drawstyle="steps-post")
+        base = done[done.baseline.astype(bool)] if "baseline" in done else done.iloc[:0]
+        if not base.empty:
+            ax.axhline(float(base[col].iloc[0]), color="k", ls="--", lw=1, label="baseline (params.yaml)")
+    if _minimise(objective) and (df[col].dropna() > 0).all() and df[col].notna().any():
+        ax.set_yscale("log")
     ax.set_xlabel("trial")
-    ax.set_ylabel("val recon MSE")
-    ax.set_yscale("log")
-    ax.legend()
+    ax.set_ylabel(LABELS.get(objective, objective))
+    ax.legend(fontsize=8)
     ax.set_title(f"optimisation history ({len(done)} complete of {len(df)} trials)")
     return _save(fig, path)
 
 
-def size_beta_map(df: pd.DataFrame, path: Path) -> Path:
-    """Every trial at its (codebook size, beta), coloured by objective; pruned/failed hollow."""
+def size_beta_map(df: pd.DataFrame, path: Path, objective: str = "recon_mse") -> Path:
+    """Every trial at its (codebook size, beta), coloured by the objective; others hollow."""
+    col = objective if objective in df else "value"
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    if "model.codebook_size" not in df or "model.beta" not in df:
+        ax.text(0.5, 0.5, "no trial has suggested params yet", ha="center", transform=ax.transAxes)
+        return _save(fig, path)
     done = df[df.state == "COMPLETE"]
     rest = df[df.state != "COMPLETE"]
     if not done.empty:
-        sc = ax.scatter(done["model.codebook_size"], done["model.beta"], c=np.log10(done.value),
-                        cmap="viridis_r", s=70, edgecolor="k")
-        fig.colorbar(sc, ax=ax, label="log10 val recon MSE (lower is better)")
-        best = done.loc[done.value.idxmin()]
-        ax.scatter([best["model.codebook_size"]], [best["model.beta"]], marker="*", s=300, c="red",
-                   label="best", zorder=3)
+        values = done[col].astype(float)
+        shown = np.log10(values) if _minimise(objective) and (values > 0).all() else values
+        cmap = "viridis_r" if _minimise(objective) else "viridis"
+        sc = ax.scatter(done["model.codebook_size"], done["model.beta"], c=shown, cmap=cmap, s=80,
+                        edgecolor="k", zorder=3)
+        label = LABELS.get(objective, objective)
+        fig.colorbar(sc, ax=ax, label=(f"log10 {label}" if shown is not values else label)
+                     + (" (lower is better)" if _minimise(objective) else " (higher is better)"))
+        best = done.loc[values.idxmin() if _minimise(objective) else values.idxmax()]
+        ax.scatter([best["model.codebook_size"]], [best["model.beta"]], marker="*", s=350, c="red",
+                   edgecolor="k", label=f"best (trial {int(best.number)})", zorder=4)
     for state, part in rest.groupby("state"):
         ax.scatter(part["model.codebook_size"], part["model.beta"], facecolors="none",
-                   edgecolors=STATE_COLOURS.get(state, "k"), s=70, label=state.lower())
+                   edgecolors=STATE_COLOURS.get(state, "k"), s=80, linewidths=1.5, label=state.lower(),
+                   zorder=2)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("codebook size K")
@@ -65,31 +105,78 @@ def size_beta_map(df: pd.DataFrame, path: Path) -> Path:
 
 
 def intermediate(study: optuna.Study, path: Path) -> Path:
+    """The val curve of every trial; pruned ones stop early, in orange."""
     fig, ax = plt.subplots(figsize=(7, 4))
+    drawn = 0
     for t in study.get_trials(deepcopy=False):
-        if not t.intermediate_values:
+        points = sorted(t.intermediate_values.items()) or [tuple(p) for p in t.user_attrs.get("val_curve", [])]
+        points = [(s, v) for s, v in points if np.isfinite(v)]
+        if not points:
             continue
-        steps = sorted(t.intermediate_values)
-        ax.plot(steps, [t.intermediate_values[s] for s in steps], color=STATE_COLOURS.get(t.state.name, "k"),
-                alpha=0.8, marker="o", markersize=3)
+        steps, values = zip(*points)
+        colour = STATE_COLOURS.get(t.state.name, "k")
+        ax.plot(steps, values, color=colour, alpha=0.8, marker="o", markersize=3)
+        if t.state == optuna.trial.TrialState.PRUNED:
+            ax.scatter([steps[-1]], [values[-1]], marker="x", color=colour, s=40, zorder=3)
+        drawn += 1
+    states = {t.state.name for t in study.get_trials(deepcopy=False)}
     for state, colour in STATE_COLOURS.items():
-        ax.plot([], [], color=colour, label=state.lower())
-    ax.set_yscale("log")
+        if state in states and state != "WAITING":
+            ax.plot([], [], color=colour, label=state.lower())
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no trial reported an intermediate value", ha="center", transform=ax.transAxes)
     ax.set_xlabel("training step")
     ax.set_ylabel("val recon MSE")
-    ax.legend(fontsize=8)
-    ax.set_title("learning curves of the trials (pruned ones stop early)")
+    ax.set_title("learning curves of the trials (pruned ones stop early, x)")
     return _save(fig, path)
 
 
-def importances(study: optuna.Study, path: Path) -> Path | None:
+def importances(study: optuna.Study, path: Path, objectives: list[str] | None = None) -> Path:
+    """fANOVA importance of each searched param for the first objective.
+
+    It needs complete trials that differ in their params; until then the figure says so.
+    """
+    objectives = objectives or ["recon_mse"]
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     try:
-        imp = optuna.importance.get_param_importances(study, target=(lambda t: t.values[0]) if len(study.directions) > 1 else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fANOVA warns on tiny studies; the title says how many
+            imp = optuna.importance.get_param_importances(
+                study, target=target, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     except (RuntimeError, ValueError) as err:  # too few complete trials or no variation
-        log.info("no parameter importances: %s", err)
-        return None
-    fig, ax = plt.subplots(figsize=(6, 2 + 0.4 * len(imp)))
+        log.info("no parameter importances yet: %s", err)
+        imp = {}
+    fig, ax = plt.subplots(figsize=(6, 2 + 0.4 * max(1, len(imp))))
+    if not imp:
+        ax.text(0.5, 0.5, f"not enough variety yet: {n} complete trial(s)\n"
+                "(importances need complete trials with different params)",
+                ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
     sns.barplot(x=list(imp.values()), y=list(imp.keys()), ax=ax, color="tab:blue")
-    ax.set_xlabel("importance (fANOVA)")
-    ax.set_title("parameter importances")
+    ax.set_xlabel(f"importance for {LABELS.get(objectives[0], objectives[0])} (fANOVA)")
+    ax.set_title(f"parameter importances ({n} complete trials)")
+    return _save(fig, path)
+
+
+def pareto(study: optuna.Study, df: pd.DataFrame, path: Path, objectives: list[str]) -> Path:
+    """The two objectives of every complete trial, the Pareto front joined and ringed."""
+    x, y = objectives[:2]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    done = df[df.state == "COMPLETE"]
+    ax.scatter(done[x], done[y], color="tab:gray", s=30, label="complete")
+    front = sorted(study.best_trials, key=lambda t: t.values[0])
+    if front:
+        fx, fy = [t.values[0] for t in front], [t.values[1] for t in front]
+        ax.plot(fx, fy, color="tab:red", marker="o", markersize=7, mfc="none", label="Pareto front")
+    ax.set_xlabel(LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(y, y))
+    if _minimise(x) and (done[x] > 0).all() and not done.empty:
+        ax.set_xscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("Pareto front")
     return _save(fig, path)
