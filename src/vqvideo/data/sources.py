@@ -133,11 +133,14 @@ class DownloadError(Exception):
 class _SafeRedirect(urllib.request.HTTPRedirectHandler):
     """Follow redirects only to http(s): a redirect to file:// or ftp:// is refused outright."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
-        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+    def http_error_302(self, req, fp, code, msg, headers):  # noqa: ANN001
+        target = headers.get("location") or headers.get("uri") or ""
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, target)).scheme.lower()
         if scheme not in ("http", "https"):
             raise DownloadError(f"redirect to a {scheme or 'non-http'}:// URL refused")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 # Only http(s) handlers plus the safe redirect: no file://, ftp:// or data: handler at all.
