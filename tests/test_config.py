@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import REPO, repo_params, tiny_params_dict, write_params
 
+from conftest import REPO, repo_params, tiny_params_dict, write_params
 from vqvideo.config import load_params, parse_params
 from vqvideo.errors import ConfigError
 

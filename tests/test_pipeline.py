@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO, tiny_params_dict, write_params
 
 STAGES = ["collect", "sample", "train", "prior", "generate", "evaluate", "tune"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params_dict, write_params
 
+from conftest import tiny_params_dict, write_params
 from vqvideo.training import batch_indices, warmup_cosine
 
 

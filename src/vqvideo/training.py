@@ -87,6 +87,7 @@ class TrainLoop:
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved and restored verbatim
     items_per_step: int = 1
     progress_keys: tuple[str, ...] = ("loss",)
+    writer: bool = True  # False on ranks other than 0: they resume from, but never write, checkpoints
 
     def __post_init__(self):
         decay, no_decay = [], []
@@ -146,7 +147,7 @@ class TrainLoop:
         return self.step
 
     def save(self) -> None:
-        if self.checkpoint is not None:
+        if self.checkpoint is not None and self.writer:
             save_checkpoint(self.checkpoint, self.state())
 
     # ------------------------------------------------------------ loop
@@ -155,7 +156,8 @@ class TrainLoop:
         resumed_from = self.try_resume()
         start_step = self.step
         spec = self.spec
-        bar = tqdm(total=spec.steps, initial=self.step, desc=self.name, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=spec.steps, initial=self.step, desc=self.name, unit="step", dynamic_ncols=True,
+                   disable=not self.writer)
         t0 = phase_t0 = time.perf_counter()
         acc: dict[str, list[float]] = {}
         try:
@@ -205,6 +207,6 @@ class TrainLoop:
 
     def _record(self, row: dict) -> None:
         self.history.append(row)
-        if self.on_log is not None:
+        if self.on_log is not None and self.writer:
             prefix = f"{self.name}.{row['split']}."
             self.on_log({prefix + k: v for k, v in row.items() if k not in ("step", "split")}, row["step"])

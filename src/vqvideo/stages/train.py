@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vqvideo import distributed
 from vqvideo.config import ModelConfig, Params, TrainConfig, fingerprint
 from vqvideo.data.clips import FrameData, frames_of, to_tensor
 from vqvideo.models.vqvae import VQVAE
@@ -78,9 +79,11 @@ def train(
     on_eval: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train a VQ-VAE; returns the model and its final validation metrics (what tuning optimises)."""
-    device = resolve_device(train_cfg.device)
+    info = distributed.current()
+    device = info.device(resolve_device(train_cfg.device))
     dtype = resolve_precision(train_cfg.precision, device)
     seed_everything(train_cfg.seed)
+    shard = info.shard(train_cfg.batch_size)
     train_frames = to_tensor(frames_of(data.clips("train")))
     val_all = frames_of(data.clips("val"))
     pick = np.linspace(0, len(val_all) - 1, min(EVAL_FRAMES, len(val_all))).astype(int)
@@ -90,19 +93,20 @@ def train(
     model = VQVAE(model_cfg, channels).to(device).to(memory_format=torch.channels_last)
     model.quantizer.seed(train_cfg.seed)
     fp = run_fingerprint(model_cfg, train_cfg, data)
+    net = distributed.wrap(model, info)
     loop = TrainLoop(
         "vqvae", model, LoopSpec.of(train_cfg), checkpoint, fp,
         generators={"quantizer": model.quantizer.generator},
         on_log=on_log, on_eval=on_eval, items_per_step=train_cfg.batch_size,
-        progress_keys=("recon_mse", "perplexity"),
+        progress_keys=("recon_mse", "perplexity"), writer=info.main,
     )
     n = len(train_frames)
 
     def step_fn(step: int) -> dict:
-        idx = torch.from_numpy(batch_indices(train_cfg.seed, step, train_cfg.batch_size, n))
+        idx = torch.from_numpy(batch_indices(train_cfg.seed, step, train_cfg.batch_size, n)[shard])
         x = to_float(train_frames[idx], device)
         with autocast(device, dtype):
-            out = model(x)
+            out = net(x)
         recon = torch.nn.functional.mse_loss(out.recon.float(), x)
         return {
             "loss": recon + out.vq.loss,
@@ -126,14 +130,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from vqvideo.config import load_params
+
+    params: Params = load_params(args.params)
+    data = FrameData.open(args.frames)
+    with distributed.session(resolve_device(params.train.device)) as info:
+        if info.main:
+            _main_rank(args, params, data)
+        else:  # other ranks train in lockstep; rank 0 alone writes and logs
+            train(params.model, params.train, data, checkpoint=args.checkpoints / "last.pt")
+
+
+def _main_rank(args: argparse.Namespace, params: Params, data: FrameData) -> None:
     from vqvideo import tracking
-    from vqvideo.config import load_params, section_params
+    from vqvideo.config import section_params
     from vqvideo.io import staging_dir, write_history, write_json
     from vqvideo.models.serving import Reconstructor
     from vqvideo.models.store import num_parameters, save_model
 
-    params: Params = load_params(args.params)
-    data = FrameData.open(args.frames)
     fp = run_fingerprint(params.model, params.train, data)
     checkpoint = args.checkpoints / "last.pt"
     run_file = args.checkpoints / "run.json"  # the MLflow run the checkpoint belongs to
@@ -155,6 +169,7 @@ def main(args: argparse.Namespace) -> None:
             "frames_per_second": result.loop.last_phase_items_per_s,
             "steps": params.train.steps,
             "resumed_from_step": result.loop.resumed_from,
+            "processes": distributed.current().world,
             "val": result.val,
         }
         meta = {"channels": result.model.channels, "image_size": params.sample.size,
