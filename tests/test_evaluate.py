@@ -290,3 +290,21 @@ def test_infinite_psnr_is_written_as_null():
     out = finite({"recon": {"psnr": math.inf, "mse": 0.0}, "n": 3})
     assert out == {"recon": {"psnr": None, "mse": 0.0}, "n": 3}
     assert json.loads(json.dumps(out))["recon"]["psnr"] is None
+
+
+def test_pictures_cope_with_odd_inputs(tmp_path):
+    """RGB frames, a history without val rows, a codebook with every code used, 1-d codes."""
+    from vqvideo import plots
+
+    gen = torch.Generator().manual_seed(0)
+    rgb = [("a", torch.rand(5, 3, 16, 16, generator=gen)), ("b", torch.rand(3, 3, 16, 16, generator=gen))]
+    plots.clip_rows(rgb, tmp_path / "rgb.png", "rgb", context=2)
+    hist = pd.DataFrame({"step": [1, 2, 3], "split": "train", "loss": [3.0, 2.0, 1.0], "accuracy": [0.1, 0.2, 0.3]})
+    plots.convergence(hist, ["loss", "accuracy", "not_logged"], "train only", tmp_path / "conv.png")
+    plots.code_frequency(np.array([3, 1, 2, 5]), tmp_path / "freq.png")
+    plots.codebook_projection(np.arange(6.0).reshape(6, 1), np.array([0, 1, 2, 0, 4, 9]), tmp_path / "pca.png")
+    for name in ("rgb.png", "conv.png", "freq.png", "pca.png"):
+        with Image.open(tmp_path / name) as im:
+            assert im.width > 100, name
+    with pytest.raises(ValueError, match="history has none of the columns"):
+        plots.convergence(hist, ["recon_mse"], "nothing", tmp_path / "none.png")

@@ -23,6 +23,7 @@ from torchvision.utils import make_grid  # noqa: E402
 from vqvideo.io import atomic_path  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
+DPI = 110
 
 # Readable names for history columns and predictors, used as panel titles and legend entries.
 LABELS = {
@@ -46,7 +47,7 @@ SPLIT_STYLE = {"train": {"lw": 1.2, "alpha": 0.75}, "val": {"lw": 2.0, "marker":
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
 
@@ -194,7 +195,8 @@ def clip_rows(rows: list[tuple[str, torch.Tensor]], path: Path, title: str,
             strips.append(torch.ones(3, gap, strip.shape[2]))
             y += gap
     img = torch.cat(strips, dim=1).permute(1, 2, 0).numpy()  # (H', W', 3)
-    scale = 0.75 / 64  # inches per pixel: a 64 px frame is 0.75 in wide
+    # inches per pixel: a frame is at least 0.75 in wide, and never drawn below its own resolution
+    scale = max(0.75 / w, 1 / DPI)
     fig, ax = plt.subplots(figsize=(max(4.0, img.shape[1] * scale + 1.6), img.shape[0] * scale + 0.8))
     ax.imshow(img, interpolation="nearest")
     ax.grid(False)

@@ -248,7 +248,7 @@ def write_plots(ev: Evaluation, vqvae: VQVAE, test: np.ndarray, train_hist: pd.D
         plots.convergence(train_hist, ["loss", "recon_mse", "vq_loss", "perplexity", "active_fraction"],
                           "VQ-VAE convergence", tmp / "vqvae_convergence.png")
         plots.convergence(prior_hist, ["loss", "accuracy"], "Prior convergence", tmp / "prior_convergence.png",
-                          labels={"loss": "cross-entropy of next-frame codes (nats)"})
+                          labels={"loss": "loss (next-frame code cross-entropy)"})
         plots.code_frequency(ev.counts, tmp / "code_frequency.png")
         plots.codebook_projection(vqvae.quantizer.codebook.detach().cpu().numpy(), ev.counts,
                                   tmp / "codebook_pca.png")
