@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from vqvideo.models.quantizer import (
     VectorQuantizer,
     code_counts,
+    d2_sample,
     ema_inplace,
     kmeans,
     laplace_smoothing,
@@ -89,6 +90,26 @@ def test_kmeans_finds_separable_blobs():
     # every true centre has a found centre next to it, and the 4 clusters hold 200 points each
     assert torch.cdist(true, centres).min(1).values.max() < 0.2
     assert sorted(counts.tolist()) == [200.0] * 4
+
+
+def test_d2_sample_follows_the_weights_and_skips_zero_weights():
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([0.0, 1.0, 0.0, 3.0, 0.0])
+    picks = [tuple(sorted(d2_sample(w, 2, g).tolist())) for _ in range(20)]
+    assert set(picks) == {(1, 3)}  # only the two rows with weight, each once
+    assert d2_sample(w, 5, g).numel() == 2  # never more rows than have weight
+    heavy = sum(int(d2_sample(w, 1, g)) == 3 for _ in range(400))
+    assert 240 < heavy < 360  # about 3/4 of single draws
+
+
+def test_kmeans_on_mostly_identical_vectors_leaves_no_duplicate_codes():
+    """Mostly-blank frames give mostly identical encoder outputs: uniform seeds would be mostly
+    copies of one vector, and a duplicate code never wins an argmin. D^2 re-seeding fixes that."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.zeros(900, 4), torch.randn(100, 4, generator=g) * 3])  # (1000, 4)
+    centres, counts = kmeans(x, 32, iters=10, generator=g)
+    assert (counts > 0).all()
+    assert len({tuple(c.tolist()) for c in centres}) == 32
 
 
 def test_lloyd_keeps_empty_clusters_in_place():
@@ -202,7 +223,7 @@ def test_dead_code_restart_revives_codes():
         for _ in range(5):
             vq(torch.randn(8, 8, 4, 4, generator=g))
         vq.eval()
-        return float(vq(torch.randn(8, 8, 4, 4, generator=g)).active_fraction)
+        return float(vq(torch.randn(64, 8, 4, 4, generator=g)).active_fraction)
 
     assert active_after(0.0) == pytest.approx(1 / 32)  # plain VQ: 31 of 32 codes stay dead
     assert active_after(1.0) > 0.9

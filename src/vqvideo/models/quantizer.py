@@ -35,16 +35,23 @@ def squared_distances(x: Tensor, codebook: Tensor) -> Tensor:
 _CPU_BLOCK_BYTES = 2 << 20
 
 
-def nearest_code(x: Tensor, codebook: Tensor) -> Tensor:
-    """argmin_k ||x - c_k||^2 for rows x (N, D) -> (N,) code indices."""
+def nearest(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
+    """For rows x (N, D): the nearest code's index and squared distance, (N,) each."""
     # ||x||^2 is the same for every code, so the argmin needs only ||c||^2 - 2 x.c: one GEMM
-    # with the code norms as its bias, and no (N, K) pass to add ||x||^2.
+    # with the code norms as its bias; ||x||^2 is added to the N minima only.
     norms, codes_t = codebook.pow(2).sum(1), codebook.t()
     k = codebook.shape[0]
     rows = max(1, _CPU_BLOCK_BYTES // (4 * k)) if x.device.type == "cpu" else max(1, x.shape[0])
-    # min(dim).indices: on CPU several times faster than argmin, and the same first minimum
-    out = [torch.addmm(norms, xs, codes_t, alpha=-2).min(dim=1).indices for xs in x.split(rows)]
-    return out[0] if len(out) == 1 else torch.cat(out)
+    # min(dim): on CPU several times faster than argmin, and the same first minimum
+    parts = [torch.addmm(norms, xs, codes_t, alpha=-2).min(dim=1) for xs in x.split(rows)]
+    indices = torch.cat([p.indices for p in parts])
+    dist2 = torch.cat([p.values for p in parts]).add_(x.pow(2).sum(1)).clamp_min_(0)
+    return indices, dist2
+
+
+def nearest_code(x: Tensor, codebook: Tensor) -> Tensor:
+    """argmin_k ||x - c_k||^2 for rows x (N, D) -> (N,) code indices."""
+    return nearest(x, codebook)[0]
 
 
 def straight_through(z: Tensor, q: Tensor) -> Tensor:
@@ -86,27 +93,55 @@ def sample_rows(n: int, k: int, generator: torch.Generator | None = None) -> Ten
     return torch.randint(n, (k,), generator=generator)
 
 
+def d2_sample(weights: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """Up to k distinct row indices drawn with probability proportional to `weights`, drawn on
+    the CPU; fewer when fewer rows have a positive weight.
+
+    With squared distances to the nearest code as weights this is k-means++ seeding (Arthur &
+    Vassilvitskii 2007): a new code lands where the codebook is poor, and never on a vector a
+    code already sits on, so it cannot become a dead duplicate (on mostly-blank frames, uniform
+    picks are mostly identical background vectors, and an exact duplicate never wins an argmin).
+    """
+    w = weights.detach().to("cpu", torch.float64)
+    k = min(k, int((w > 0).sum()))
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.multinomial(w, k, replacement=False, generator=generator)
+
+
+Reseed = Callable[[Tensor, int], Tensor]  # (per-row weights (N,), k) -> up to k new centres
+
+
 def _no_reduce(t: Tensor) -> Tensor:
     return t
 
 
 def lloyd(
-    x: Tensor, centres: Tensor, iters: int, reduce: Callable[[Tensor], Tensor] = _no_reduce
+    x: Tensor,
+    centres: Tensor,
+    iters: int,
+    reduce: Callable[[Tensor], Tensor] = _no_reduce,
+    reseed: Reseed | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means iterations on rows of x (N, D) from `centres` (K, D).
 
     `reduce` sums a statistic over data shards (an all-reduce under torch.distributed), so shards
-    on several ranks cluster as one data set. Empty clusters keep their previous centre.
+    on several ranks cluster as one data set. An empty cluster gets a new centre from `reseed`
+    (given each row's squared distance to its centre), or keeps its old one without it.
     Returns the centres and the (K,) counts of their final assignment.
     """
     k = centres.shape[0]
     centres = centres.clone()
     for _ in range(iters):
-        assign = nearest_code(x, centres)
+        assign, dist2 = nearest(x, centres)
         sums = reduce(torch.zeros_like(centres).index_add_(0, assign, x))
         counts = reduce(code_counts(assign, k).to(x.dtype))
         filled = counts > 0
         centres = torch.where(filled[:, None], sums / counts.clamp_min(1)[:, None], centres)
+        empty = (~filled).nonzero().squeeze(1)
+        if reseed is not None and len(empty):
+            fresh = reseed(dist2, len(empty))
+            centres[empty[: len(fresh)]] = fresh
     counts = reduce(code_counts(nearest_code(x, centres), k))
     return centres, counts
 
@@ -114,9 +149,14 @@ def lloyd(
 def kmeans(
     x: Tensor, k: int, iters: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """k-means on rows of x (N, D), seeded with k random rows; returns (centres, counts)."""
+    """k-means on rows of x (N, D): k random rows as seeds, empty clusters re-seeded by D^2
+    sampling; returns (centres, counts)."""
     pick = sample_rows(x.shape[0], k, generator).to(x.device)
-    return lloyd(x, x[pick], iters)
+
+    def reseed(dist2: Tensor, n: int) -> Tensor:
+        return x[d2_sample(dist2, n, generator).to(x.device)]
+
+    return lloyd(x, x[pick], iters, reseed=reseed)
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -132,18 +172,36 @@ def _all_reduce(t: Tensor) -> Tensor:
     return t
 
 
-def _global_extent(n: int, device: torch.device) -> tuple[int, int]:
-    """(offset of this rank's rows, total rows) in the global batch: all ranks' rows in rank order."""
+def _shard_sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's row count, in rank order."""
     if not _distributed():
-        return 0, n
-    sizes = [torch.zeros((), dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor(n, dtype=torch.long, device=device))
-    sizes_ = [int(s) for s in sizes]
-    return sum(sizes_[: dist.get_rank()]), sum(sizes_)
+        return [n]
+    local = torch.tensor([n], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, local)
+    return [int(s) for s in sizes]
+
+
+def _offset(sizes: list[int]) -> int:
+    """Where this rank's rows start in the global batch."""
+    return sum(sizes[: dist.get_rank()]) if _distributed() else 0
+
+
+def _all_gather_cat(t: Tensor) -> tuple[Tensor, int]:
+    """Every rank's `t` (N_r, ...) concatenated in rank order, on every rank, and the offset of
+    this rank's rows in it. Shards may differ in length (a last, short batch)."""
+    if not _distributed():
+        return t, 0
+    sizes = _shard_sizes(t.shape[0], t.device)
+    padded = t.new_zeros(max(sizes), *t.shape[1:])
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:m] for p, m in zip(parts, sizes)]), _offset(sizes)
 
 
 def _global_rows(flat: Tensor, rows: Tensor, offset: int) -> Tensor:
-    """Rows `rows` of the global batch, on every rank.
+    """Rows `rows` of the global batch (every rank's `flat` in rank order), on every rank.
 
     Each rank fills the rows it holds and leaves zeros elsewhere; the all-reduce sum is then exact
     (x + 0 == x), and sends only len(rows) x D numbers instead of gathering every shard.
@@ -153,6 +211,17 @@ def _global_rows(flat: Tensor, rows: Tensor, offset: int) -> Tensor:
     out = flat.new_zeros(len(rows), flat.shape[1])
     out[mine] = flat[local[mine]]
     return _all_reduce(out)
+
+
+def _global_reseeder(flat: Tensor, generator: torch.Generator) -> Reseed:
+    """D^2 sampling over the global batch: every rank gathers all ranks' weights (N floats, not
+    N x D vectors), draws the same rows with its identical generator, and fetches those rows."""
+
+    def reseed(dist2: Tensor, k: int) -> Tensor:
+        weights, offset = _all_gather_cat(dist2)
+        return _global_rows(flat, d2_sample(weights, k, generator), offset)
+
+    return reseed
 
 
 # ---------------------------------------------------------------- module
@@ -228,25 +297,32 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, flat: Tensor) -> None:
-        offset, total = _global_extent(flat.shape[0], flat.device)
-        seeds = _global_rows(flat, sample_rows(total, self.num_codes, self.generator), offset)
-        centres, counts = lloyd(flat, seeds, self.kmeans_iters, _all_reduce)
-        # Start the EMA from the clusters' sizes, so "dead" means unused, not just new.
-        self._set_codes(slice(None), centres, counts)
+        sizes = _shard_sizes(flat.shape[0], flat.device)
+        picks = sample_rows(sum(sizes), self.num_codes, self.generator)
+        seeds = _global_rows(flat, picks, _offset(sizes))
+        reseed = _global_reseeder(flat, self.generator)
+        centres, _ = lloyd(flat, seeds, self.kmeans_iters, _all_reduce, reseed)
+        # The EMA starts at one use per code (as Jukebox's does), not at the cluster sizes: the
+        # encoder moves fast in the first steps, and a code left behind would otherwise coast on
+        # its first-batch count (~N/K) for hundreds of steps before it counts as dead.
+        self._set_codes(slice(None), centres, 1.0)
         self.initialised.fill_(True)
 
     @torch.no_grad()
-    def _restart_dead(self, flat: Tensor) -> int:
+    def _restart_dead(self, flat: Tensor, dist2: Tensor) -> int:
+        """Jukebox-style restarts (Dhariwal et al. 2020, sec. 3.2), with the new codes drawn by
+        D^2 sampling from this batch's encoder outputs rather than uniformly."""
         dead = self.ema_count < self.restart_threshold  # identical on every rank: counts are reduced
         n_dead = int(dead.sum())
-        if n_dead:
-            offset, total = _global_extent(flat.shape[0], flat.device)
-            fresh = _global_rows(flat, sample_rows(total, n_dead, self.generator), offset)
-            self._set_codes(dead, fresh, self.restart_threshold)
-        return n_dead
+        if n_dead == 0:
+            return 0
+        fresh = _global_reseeder(flat, self.generator)(dist2, n_dead)
+        which = dead.nonzero().squeeze(1)[: len(fresh)]  # the rest wait for a later batch
+        self._set_codes(which, fresh, self.restart_threshold)
+        return len(fresh)
 
     @torch.no_grad()
-    def _update(self, flat: Tensor, indices: Tensor, counts: Tensor) -> int:
+    def _update(self, flat: Tensor, indices: Tensor, dist2: Tensor, counts: Tensor) -> int:
         """One training step's codebook update; returns the number of codes restarted."""
         ema_inplace(self.ema_count, counts, self.decay)
         if self.ema:  # appendix A.1: N_i and m_i as EMAs, e_i = m_i / N_i
@@ -254,7 +330,7 @@ class VectorQuantizer(nn.Module):
             ema_inplace(self.ema_sum, sums, self.decay)
             n = laplace_smoothing(self.ema_count, self.eps)
             torch.div(self.ema_sum, n[:, None], out=self.codebook)
-        return self._restart_dead(flat) if self.restart_threshold > 0 else 0
+        return self._restart_dead(flat, dist2) if self.restart_threshold > 0 else 0
 
     # ------------------------------------------------------------ forward
 
@@ -268,7 +344,7 @@ class VectorQuantizer(nn.Module):
             sg_flat = flat.detach()
             if self.training and not bool(self.initialised):
                 self._init_from(sg_flat)
-            indices = nearest_code(sg_flat, self.codebook.detach())  # (B*H*W,)
+            indices, dist2 = nearest(sg_flat, self.codebook.detach())  # (B*H*W,) each
             counts = code_counts(indices, self.num_codes)
             q = F.embedding(indices, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)  # (B, D, H, W)
 
@@ -282,7 +358,7 @@ class VectorQuantizer(nn.Module):
             restarted = 0
             if self.training:
                 counts = _all_reduce(counts)
-                restarted = self._update(sg_flat, indices, counts)
+                restarted = self._update(sg_flat, indices, dist2, counts)
                 quantized = straight_through(z, q)
             else:
                 quantized = q
