@@ -23,6 +23,11 @@ def _isolated_mlflow(tmp_path_factory):
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store / 'mlflow.db'}"
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    import mlflow
+
+    # created here so its artifacts land in the throwaway store, not the working directory
+    mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).create_experiment(
+        "vqvideo", artifact_location=(store / "artifacts").as_uri())
     yield store
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
