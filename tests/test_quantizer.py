@@ -311,13 +311,14 @@ def test_parity_with_vector_quantize_pytorch():
 
 # ---------------------------------------------------------------- distributed (gloo, 2 ranks)
 
-K, D, STEPS, PER_RANK = 48, 8, 15, 96
+K, D, STEPS, ROWS = 48, 8, 15, 192
+SPLIT = 112  # rank 0 holds rows [0, 112), rank 1 [112, 192): shards may differ in size
 
 
 def global_batch(step: int) -> torch.Tensor:
-    """(2 * PER_RANK, D) encoder outputs whose distribution drifts, so codes die and restart."""
+    """(ROWS, D) encoder outputs whose distribution drifts, so codes die and restart."""
     g = torch.Generator().manual_seed(1000 + step)
-    x = torch.randn(2 * PER_RANK, D, generator=g)
+    x = torch.randn(ROWS, D, generator=g)
     x[:, 0] += 0.4 * step
     return x
 
@@ -327,7 +328,7 @@ def as_map(rows: torch.Tensor) -> torch.Tensor:
 
 
 def run_quantizer(rank: int | None) -> tuple[VectorQuantizer, int]:
-    """Train the quantizer on `rank`'s half of each global batch (None: on the whole batch)."""
+    """Train the quantizer on `rank`'s shard of each global batch (None: on the whole batch)."""
     torch.manual_seed(0)
     vq = VectorQuantizer(K, D, ema=True, decay=0.9, kmeans_init=True, kmeans_iters=5,
                          restart_threshold=1.0).train()
@@ -336,7 +337,7 @@ def run_quantizer(rank: int | None) -> tuple[VectorQuantizer, int]:
     for step in range(STEPS):
         x = global_batch(step)
         if rank is not None:
-            x = x[rank * PER_RANK : (rank + 1) * PER_RANK]
+            x = x[:SPLIT] if rank == 0 else x[SPLIT:]
         restarted += int(vq(as_map(x)).restarted)
     return vq, restarted
 
