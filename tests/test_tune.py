@@ -46,6 +46,7 @@ def open_same_study(params, tiny_data, root):
 # ---------------------------------------------------------------- budget and resume
 
 
+@pytest.mark.slow
 def test_budget_is_exact_and_rerun_resumes_the_same_study(tiny_data, tmp_path):
     params = tiny(tmp_path, n_trials=3)  # default storage: sqlite:///optuna/vqvideo.db
     study = T.tune(params.tune, params, frames(tiny_data), tmp_path, None)
@@ -98,6 +99,7 @@ def test_timeout_stops_before_the_budget(tiny_data, tmp_path):
 # ---------------------------------------------------------------- pruning, divergence, MLflow, reports
 
 
+@pytest.mark.slow
 def test_pruned_and_diverged_trials_are_recorded_and_the_study_goes_on(tiny_data, tmp_path, monkeypatch):
     """Two good trials, one that cannot learn (pruned), one that blows up (failed), one more."""
     monkeypatch.chdir(tmp_path)

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"  # user attr on a trial whose worker died; it is re-run, not counted
 RETRY_OF = "retry_of"  # user attr on the re-queued copy: the number of the interrupted trial
+WORKER = "worker"  # user attr: {host, pid, start (the pid's start time), index} of the worker
 
 
 # ---------------------------------------------------------------- storage
@@ -315,8 +316,9 @@ def recover_interrupted(study: optuna.Study) -> list[FrozenTrial]:
     host = socket.gethostname()
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or pid is None or _alive(int(pid), t.user_attrs.get("proc_start")):
+        who = t.user_attrs.get(WORKER) or {}
+        pid = who.get("pid")
+        if who.get("host") != host or pid is None or _alive(int(pid), who.get("start")):
             continue
         try:
             storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)  # noqa: SLF001
@@ -590,8 +592,8 @@ def run_worker(spec: WorkerSpec, worker: int = 0) -> int:
     study = open_study(cfg, spec.name, store.storage, worker)
     objective = Objective(cfg, spec.params, data, spec.parent, spec.name, experiment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "proc_start": _proc_start(os.getpid()),
-          "worker": worker}
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "start": _proc_start(os.getpid()),
+          "index": worker}
     ran = 0
     while spec.deadline is None or time.time() < spec.deadline:
         with budget_lock(store, spec.name):
@@ -600,8 +602,7 @@ def run_worker(spec: WorkerSpec, worker: int = 0) -> int:
             if len(counted(trials)) + running >= cfg.n_trials:
                 break
             trial = study.ask()  # a queued (WAITING) trial first, else a new one
-            for k, v in me.items():
-                trial.set_user_attr(k, v)
+            trial.set_user_attr(WORKER, me)  # one write: what recovery needs to tell it died
         try:
             with heartbeat(store.storage, trial._trial_id):  # noqa: SLF001
                 outcome = objective(trial)
@@ -716,7 +717,7 @@ def trials_frame(study: optuna.Study, objectives: list[str] | None = None) -> pd
             "baseline": bool(t.user_attrs.get("baseline", False)),
             "retry_of": t.user_attrs.get(RETRY_OF),
             "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason", ""),
-            "worker": f"{t.user_attrs.get('host', '')}:{t.user_attrs.get('pid', '')}",
+            "worker": "{host}:{pid}".format(**t.user_attrs[WORKER]) if WORKER in t.user_attrs else "",
         })
         rows.append(row)
     return pd.DataFrame(rows)
