@@ -238,3 +238,36 @@ def test_optuna_dashboard_serves_the_study(tmp_path, storage, arg):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_silent_worker_on_postgresql_is_failed_by_heartbeat_and_rerun(tiny_data, tmp_path, postgres_url):
+    """A worker on "another machine" dies: no pid to check, so Optuna's heartbeat finds it."""
+    params_file, params = setup_dir(tmp_path, n_trials=2, steps=120, eval_every=20, pruner="none",
+                                    storage=postgres_url, heartbeat_s=1)
+    proc = vqvideo("tune", "--params", str(params_file), "--frames", str(tiny_data / "frames"), "--out", "out",
+                   cwd=tmp_path)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(Exception):
+                trials = load(params, tiny_data, tmp_path).get_trials()
+                if any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials):
+                    break
+        assert proc.poll() is None, "the tuning process ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    study = load(params, tiny_data, tmp_path)
+    killed = next(t for t in study.get_trials() if t.state == TrialState.RUNNING)
+    # pretend the worker ran elsewhere: only the heartbeat can tell it is gone
+    study._storage.set_trial_user_attr(killed._trial_id, "worker", {"host": "elsewhere", "pid": 1})
+    time.sleep(3.5)  # the grace period: 3 missed beats of 1 s
+
+    study = T.tune(params.tune, params, tiny_data / "frames", tmp_path, None)
+    trials = study.get_trials()
+    assert trials[killed.number].state == TrialState.FAIL
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert len(retry) == 1 and retry[0].params == killed.params and retry[0].state == TrialState.COMPLETE
+    assert T.finished(study) == 2 and all(t.state.is_finished() for t in trials)

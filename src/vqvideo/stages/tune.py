@@ -597,11 +597,18 @@ def run_worker(spec: WorkerSpec, worker: int = 0) -> int:
     ran = 0
     while spec.deadline is None or time.time() < spec.deadline:
         with budget_lock(store, spec.name):
+            # a worker that died meanwhile (here or, by heartbeat, on another machine) would
+            # otherwise hold its slot of the budget until the next invocation
+            recovered = recover_interrupted(study)
+            if recovered and spec.parent is not None:
+                close_interrupted_runs(recovered)
             trials = study.get_trials(deepcopy=False)
             running = sum(t.state == TrialState.RUNNING for t in trials)
             if len(counted(trials)) + running >= cfg.n_trials:
                 break
-            trial = study.ask()  # a queued (WAITING) trial first, else a new one
+            with warnings.catch_warnings():  # "heartbeat is meant for optimize": we beat ourselves
+                warnings.simplefilter("ignore", UserWarning)
+                trial = study.ask()  # a queued (WAITING) trial first, else a new one
             trial.set_user_attr(WORKER, me)  # one write: what recovery needs to tell it died
         try:
             with heartbeat(store.storage, trial._trial_id):  # noqa: SLF001
