@@ -246,7 +246,8 @@ class VectorQuantizer(nn.Module):
         the codebook is then a buffer, outside the optimiser.
     kmeans_init: the first training batch's k-means centres replace the random initial codebook.
     restart_threshold: a code whose EMA usage (expected uses per batch) falls below this is
-        re-seeded from a random encoder output of the current batch; 0 disables restarts.
+        re-seeded from an encoder output of the current batch, drawn by D^2 sampling;
+        0 disables restarts.
     """
 
     def __init__(
