@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from vqvideo.plots import _save, plt, sns
 
@@ -41,6 +43,34 @@ def _minimise(objective: str) -> bool:
     return objective != "active_fraction"
 
 
+def _short(values) -> FuncFormatter:  # noqa: ANN001
+    """Tick labels with just enough significant digits to tell the ticks of `values` apart."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    digits = 3
+    if len(v) > 1 and v.max() > v.min():
+        digits = int(np.clip(np.ceil(np.log10(np.abs(v).max() / (v.max() - v.min()))) + 2, 3, 8))
+    return FuncFormatter(lambda x, _pos=None: f"{x:.{digits}g}")
+
+
+def _value_axis(axis, values) -> None:  # noqa: ANN001 - a matplotlib Axis
+    """Log scale only when positive values span more than a decade; plain short labels always."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) and (v > 0).all() and v.max() / v.min() > 10:
+        axis.axes.set_yscale("log") if axis is axis.axes.yaxis else axis.axes.set_xscale("log")
+    axis.set_major_formatter(_short(v))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _size_axis(ax, sizes) -> None:  # noqa: ANN001
+    """Codebook sizes on a log2 axis, labelled 64, 128, ... instead of 2^6, 2^7."""
+    ticks = sorted({int(k) for k in sizes})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if len(ticks) == 1:
+        ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
+
+
 def history(df: pd.DataFrame, path: Path, objective: str = "recon_mse") -> Path:
     """Each trial's value in trial order, the best so far, and the baseline (params.yaml)."""
     col = objective if objective in df else "value"
@@ -61,8 +91,8 @@ def history(df: pd.DataFrame, path: Path, objective: str = "recon_mse") -> Path:
         base = done[done.baseline.astype(bool)] if "baseline" in done else done.iloc[:0]
         if not base.empty:
             ax.axhline(float(base[col].iloc[0]), color="k", ls="--", lw=1, label="baseline (params.yaml)")
-    if _minimise(objective) and (df[col].dropna() > 0).all() and df[col].notna().any():
-        ax.set_yscale("log")
+    _value_axis(ax.yaxis, df[col].dropna())
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(LABELS.get(objective, objective))
     ax.legend(fontsize=8)
@@ -81,13 +111,16 @@ def size_beta_map(df: pd.DataFrame, path: Path, objective: str = "recon_mse") ->
     rest = df[df.state != "COMPLETE"]
     if not done.empty:
         values = done[col].astype(float)
-        shown = np.log10(values) if _minimise(objective) and (values > 0).all() else values
-        cmap = "viridis_r" if _minimise(objective) else "viridis"
-        sc = ax.scatter(done["model.codebook_size"], done["model.beta"], c=shown, cmap=cmap, s=80,
-                        edgecolor="k", zorder=3)
+        lo, hi = float(values.min()), float(values.max())
+        hi = hi if hi > lo else lo * 1.001 + 1e-12
+        norm = LogNorm(lo, hi) if lo > 0 and hi / lo > 10 else Normalize(lo, hi)
+        cmap = "viridis" if _minimise(objective) else "viridis_r"  # dark = good either way
+        sc = ax.scatter(done["model.codebook_size"], done["model.beta"], c=values, cmap=cmap, norm=norm,
+                        s=80, edgecolor="k", zorder=3)
         label = LABELS.get(objective, objective)
-        fig.colorbar(sc, ax=ax, label=(f"log10 {label}" if shown is not values else label)
-                     + (" (lower is better)" if _minimise(objective) else " (higher is better)"))
+        bar = fig.colorbar(sc, ax=ax, format=_short(values),
+                           label=label + (" (lower is better)" if _minimise(objective) else " (higher is better)"))
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
         best = done.loc[values.idxmin() if _minimise(objective) else values.idxmax()]
         ax.scatter([best["model.codebook_size"]], [best["model.beta"]], marker="*", s=350, c="red",
                    edgecolor="k", label=f"best (trial {int(best.number)})", zorder=4)
@@ -95,8 +128,10 @@ def size_beta_map(df: pd.DataFrame, path: Path, objective: str = "recon_mse") ->
         ax.scatter(part["model.codebook_size"], part["model.beta"], facecolors="none",
                    edgecolors=STATE_COLOURS.get(state, "k"), s=80, linewidths=1.5, label=state.lower(),
                    zorder=2)
-    ax.set_xscale("log", base=2)
+    _size_axis(ax, df["model.codebook_size"].dropna())
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(_short(df["model.beta"].dropna()))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("codebook size K")
     ax.set_ylabel("beta (commitment weight)")
     ax.legend(loc="best", fontsize=8)
@@ -107,13 +142,14 @@ def size_beta_map(df: pd.DataFrame, path: Path, objective: str = "recon_mse") ->
 def intermediate(study: optuna.Study, path: Path) -> Path:
     """The val curve of every trial; pruned ones stop early, in orange."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    drawn = 0
+    drawn, seen = 0, []
     for t in study.get_trials(deepcopy=False):
         points = sorted(t.intermediate_values.items()) or [tuple(p) for p in t.user_attrs.get("val_curve", [])]
         points = [(s, v) for s, v in points if np.isfinite(v)]
         if not points:
             continue
         steps, values = zip(*points)
+        seen.extend(values)
         colour = STATE_COLOURS.get(t.state.name, "k")
         ax.plot(steps, values, color=colour, alpha=0.8, marker="o", markersize=3)
         if t.state == optuna.trial.TrialState.PRUNED:
@@ -124,7 +160,7 @@ def intermediate(study: optuna.Study, path: Path) -> Path:
         if state in states and state != "WAITING":
             ax.plot([], [], color=colour, label=state.lower())
     if drawn:
-        ax.set_yscale("log")
+        _value_axis(ax.yaxis, seen)
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no trial reported an intermediate value", ha="center", transform=ax.transAxes)
@@ -175,8 +211,7 @@ def pareto(study: optuna.Study, df: pd.DataFrame, path: Path, objectives: list[s
         ax.plot(fx, fy, color="tab:red", marker="o", markersize=7, mfc="none", label="Pareto front")
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(y, y))
-    if _minimise(x) and (done[x] > 0).all() and not done.empty:
-        ax.set_xscale("log")
+    _value_axis(ax.xaxis, done[x].dropna())
     ax.legend(fontsize=8)
     ax.set_title("Pareto front")
     return _save(fig, path)

@@ -724,10 +724,14 @@ def trials_frame(study: optuna.Study, objectives: list[str] | None = None) -> pd
             "baseline": bool(t.user_attrs.get("baseline", False)),
             "retry_of": t.user_attrs.get(RETRY_OF),
             "reason": t.user_attrs.get("fail_reason") or t.user_attrs.get("prune_reason", ""),
-            "worker": "{host}:{pid}".format(**t.user_attrs[WORKER]) if WORKER in t.user_attrs else "",
+            "worker": _worker_label(t.user_attrs.get(WORKER)),
         })
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _worker_label(who: Any) -> str:
+    return f"{who.get('host', '')}:{who.get('pid', '')}" if isinstance(who, dict) else ""
 
 
 def pick_best(study: optuna.Study, objectives: list[str]) -> FrozenTrial:
