@@ -114,6 +114,7 @@ def train(
             "vq_loss": out.vq.loss.detach(),
             "perplexity": out.vq.perplexity,
             "active_fraction": out.vq.active_fraction,
+            "restarted": out.vq.restarted,
         }
 
     result = loop.run(step_fn, lambda: evaluate_vqvae(model, val_frames, device, dtype))
