@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -27,11 +28,16 @@ def test_clip_count(frames, interval, length, stride, expected):
 
 
 def _reference(path, plan: C.ClipPlan, gray: bool) -> np.ndarray:
-    """The obvious way: decode everything, keep every n-th, crop-resize, slice: (N, T, C, H, W)."""
-    frames = read_video(path, gray=gray)[:: plan.interval]
-    small = np.stack([C.crop_resize(f, plan.size) for f in frames])
-    small = small[:, None] if gray else small.transpose(0, 3, 1, 2)
-    n = plan.clips(len(read_video(path, gray=gray)))
+    """The obvious way: decode everything, keep every n-th, crop-resize, slice: (N, T, C, H, W).
+
+    A colour source is shrunk in colour and then made gray (the documented order)."""
+    everything = read_video(path)
+    small = np.stack([C.crop_resize(f, plan.size) for f in everything[:: plan.interval]])
+    if gray:
+        small = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small])[:, None]
+    else:
+        small = small.transpose(0, 3, 1, 2)
+    n = plan.clips(len(everything))
     return np.stack([small[c * plan.stride : c * plan.stride + plan.length] for c in range(n)])
 
 
@@ -44,24 +50,27 @@ def test_streaming_sampler_equals_the_in_memory_reference(tmp_path, channels, in
     n = plan.clips(41)
     got = np.zeros((n, *plan.clip_shape), np.uint8)
 
-    def sink(c, pos, frame):
-        got[c, pos] = frame
+    def sink(c, frames):
+        got[c] = np.stack(frames)
 
-    hist = C.sample_video(path, plan, n, sink)
+    sums = C.sample_video(path, plan, n, sink)
     want = _reference(path, plan, gray=channels == 1)
     np.testing.assert_array_equal(got, want)
-    # the histogram counts exactly the pixels written, per channel
+    # the sums count the pixels written, per channel
+    assert sums.n == want[:, :, 0].size
     for ch in range(channels):
-        np.testing.assert_array_equal(hist[ch], np.bincount(want[:, :, ch].ravel(), minlength=256))
+        assert sums.s[ch] == pytest.approx(int(want[:, :, ch].sum(dtype=np.int64)), rel=1e-12)
+        assert sums.ss[ch] == pytest.approx(int((want[:, :, ch].astype(np.int64) ** 2).sum()), rel=1e-12)
 
 
 def test_interval_picks_exact_source_frames(tmp_path):
     path = write_video(tmp_path / "count.avi", counter(frames=30, step=8))  # lossless gray
     plan = C.ClipPlan(interval=3, length=4, stride=2, size=32, channels=1)
     got = {}
-    C.sample_video(path, plan, plan.clips(30), lambda c, p, f: got.__setitem__((c, p), int(f[0, 0, 0])))
-    for (c, p), value in got.items():
-        assert value == (plan.start_frame(c) + p * plan.interval) * 8 % 256
+    C.sample_video(path, plan, plan.clips(30), lambda c, frames: got.__setitem__(c, [int(f[0, 0, 0]) for f in frames]))
+    assert sorted(got) == list(range(plan.clips(30)))
+    for c, values in got.items():
+        assert values == [(plan.start_frame(c) + p * plan.interval) * 8 % 256 for p in range(plan.length)]
 
 
 def test_video_shorter_than_promised_raises(tmp_path):
@@ -82,12 +91,12 @@ def test_crop_keeps_the_centre(tmp_path):
 def test_npy_rows_write_into_a_memory_mappable_array(tmp_path):
     path = tmp_path / "a.npy"
     C.create_array(path, 3, (2, 1, 4, 4))
-    rows = C.NpyRows(path, first_row=1, clip_shape=(2, 1, 4, 4))
-    rows(1, 1, np.full((1, 4, 4), 7, np.uint8))
+    rows = C.NpyRows(path, C.data_offset(path), first_row=1, clip_shape=(2, 1, 4, 4))
+    rows(1, [np.full((1, 4, 4), 7, np.uint8), np.full((1, 4, 4), 9, np.uint8)])
     rows.close()
     arr = np.load(path, mmap_mode="r")
     assert arr.dtype == np.uint8 and arr.shape == (3, 2, 1, 4, 4)
-    assert (arr[2, 1] == 7).all() and arr.sum() == 7 * 16
+    assert (arr[2, 0] == 7).all() and (arr[2, 1] == 9).all() and arr.sum() == 16 * 16
 
 
 def test_splits_have_fixed_sizes_and_follow_the_seed():
@@ -117,15 +126,47 @@ def test_small_sets_keep_a_training_video():
     assert sorted(out) == ["test", "train", "val"]
 
 
-def test_moments_from_a_histogram_are_exact():
-    x = np.random.default_rng(0).integers(0, 256, 5000).astype(np.uint8)
-    mean, std = C.moments(np.bincount(x, minlength=256))
-    assert mean == pytest.approx(x.mean() / 255) and std == pytest.approx((x / 255).std())
+def test_pixel_sums_give_the_moments():
+    bgr = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)  # (N, H, W, BGR)
+    a, b = C.PixelSums(3), C.PixelSums(3)
+    for f in bgr:
+        a.add(f, 2)
+    for f in bgr[::-1]:
+        b.add(f, 1)
+    twice = C.PixelSums(3)
+    twice += b
+    twice += b  # b counted twice, in another order
+    assert a.n == twice.n and a.s == pytest.approx(twice.s, rel=1e-12) and a.ss == pytest.approx(twice.ss, rel=1e-12)
+    mean, std = a.moments()
+    assert mean == pytest.approx(bgr.mean() / 255) and std == pytest.approx((bgr / 255).std())
+    rgb = bgr[..., ::-1]
+    for c, (m, s) in enumerate(a.channel_moments()):  # stored in RGB order, as the arrays are
+        assert m == pytest.approx(rgb[..., c].mean() / 255) and s == pytest.approx((rgb[..., c] / 255).std())
+    g = C.PixelSums(1)
+    g.add(bgr[0, ..., 0], 3)
+    assert g.n == 3 * 64 and g.ss == pytest.approx([3 * int((bgr[0, ..., 0].astype(int) ** 2).sum())], rel=1e-12)
+
+
+@pytest.mark.parametrize("src,size", [(360, 64), (256, 64), (200, 64), (127, 64), (64, 64), (40, 64),
+                                      (2144, 64), (96, 32)])
+def test_resize_square_is_close_to_area_averaging(src, size):
+    # Smooth content, as in real footage: the mipmap stays within a few grey levels of INTER_AREA.
+    # (Sizes that are not a multiple of 2**halvings are first trimmed by less than one output
+    # pixel, which shifts the picture by a fraction of a pixel; these sizes need no trim.)
+    rng = np.random.default_rng(src)
+    grid = size // 4 + 2  # detail of about 4 output pixels
+    img = cv2.resize(rng.integers(0, 256, (grid, grid, 3), dtype=np.uint8), (src, src),
+                     interpolation=cv2.INTER_CUBIC)
+    got = C.resize_square(img, size)
+    assert got.shape == (size, size, 3) and got.dtype == np.uint8
+    interp = cv2.INTER_AREA if src > size else cv2.INTER_LINEAR
+    ref = cv2.resize(img, (size, size), interpolation=interp).astype(int)
+    assert np.abs(got.astype(int) - ref).mean() < 2.5  # a half-pixel shift would give 5-8
 
 
 def test_camera_pan_is_sampled_in_rgb(tmp_path):
     path = write_video(tmp_path / "pan.avi", camera_pan(frames=12, width=64, height=64))  # FFV1
     plan = C.ClipPlan(interval=1, length=6, stride=6, size=64, channels=3)
     got = np.zeros((2, *plan.clip_shape), np.uint8)
-    C.sample_video(path, plan, 2, lambda c, p, f: got.__setitem__((c, p), f))
+    C.sample_video(path, plan, 2, lambda c, frames: got.__setitem__(c, np.stack(frames)))
     np.testing.assert_array_equal(got.reshape(12, 3, 64, 64).transpose(0, 2, 3, 1), camera_pan(12, 64, 64))

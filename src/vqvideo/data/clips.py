@@ -23,11 +23,6 @@ from vqvideo.errors import MissingInputError, VQVideoError
 SPLITS = ("train", "val", "test")
 
 
-def _interp(src: int, dst: int) -> int:
-    # Area averaging when shrinking (no aliasing of fine texture), bilinear when enlarging.
-    return cv2.INTER_AREA if src > dst else cv2.INTER_LINEAR
-
-
 def centre_square(frame: np.ndarray) -> np.ndarray:
     """The largest centred square of a frame, as a view (no copy)."""
     h, w = frame.shape[:2]
@@ -36,12 +31,37 @@ def centre_square(frame: np.ndarray) -> np.ndarray:
     return frame[y : y + s, x : x + s]
 
 
+def resize_square(sq: np.ndarray, size: int) -> np.ndarray:
+    """A square (S, S) or (S, S, C) image to (size, size[, C]), anti-aliased.
+
+    Shrinking halves with exact 2x2 area averages (OpenCV's vectorised INTER_AREA fast path)
+    while the image is at least twice the target, then one bilinear step covers the factor
+    below 2 that is left: a mipmap. A single INTER_AREA call with a non-integer factor
+    (360 -> 64) costs about as much as decoding the frame; this costs a fraction of it and
+    differs from it by a few grey levels on natural images. Enlarging is bilinear.
+    """
+    s = sq.shape[0]
+    halvings = 0
+    while s >> halvings >= 2 * size:
+        halvings += 1
+    if halvings:
+        # trim the square evenly to a multiple of 2**halvings, so no halving drops an edge row
+        # (which would shift the picture by half a pixel each time)
+        keep = (s >> halvings) << halvings
+        o = (s - keep) // 2
+        sq = sq[o : o + keep, o : o + keep]
+        for _ in range(halvings):
+            s = sq.shape[0] // 2
+            sq = cv2.resize(sq, (s, s), interpolation=cv2.INTER_AREA)
+    if s != size:
+        sq = cv2.resize(sq, (size, size), interpolation=cv2.INTER_LINEAR)
+    return sq
+
+
 def crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square, then resize to size x size (area filter when shrinking)."""
-    frame = centre_square(frame)
-    if frame.shape[0] != size:
-        frame = cv2.resize(frame, (size, size), interpolation=_interp(frame.shape[0], size))
-    return frame
+    """Centre-crop to a square, then resize to size x size: the one preprocessing of every
+    frame (the sample stage and a still image given to generate go through it alike)."""
+    return resize_square(centre_square(frame), size)
 
 
 def kept_frames(frames: int, interval: int) -> int:
@@ -87,20 +107,22 @@ class ClipPlan:
 
 
 class NpyRows:
-    """Writes frames into reserved rows of an (N, T, C, H, W) uint8 .npy file with pwrite.
+    """Writes clips into reserved rows of an (N, T, C, H, W) uint8 .npy file with pwritev.
 
     Different processes write disjoint rows of one file, so no locking is needed, and a row's
     bytes do not depend on which process wrote it: parallel output equals serial output.
     """
 
-    def __init__(self, path: str | Path, first_row: int, clip_shape: tuple[int, ...]):
-        self.frame_bytes = int(np.prod(clip_shape[1:]))
-        self.clip_bytes = self.frame_bytes * clip_shape[0]
-        self.base = data_offset(path) + first_row * self.clip_bytes
+    def __init__(self, path: str | Path, offset: int, first_row: int, clip_shape: tuple[int, ...]):
+        self.clip_bytes = int(np.prod(clip_shape))
+        self.base = offset + first_row * self.clip_bytes  # offset: data_offset(path), read once
         self.fd = os.open(path, os.O_WRONLY)
 
-    def __call__(self, clip: int, pos: int, frame: np.ndarray) -> None:
-        os.pwrite(self.fd, frame, self.base + clip * self.clip_bytes + pos * self.frame_bytes)
+    def __call__(self, clip: int, frames: list[np.ndarray]) -> None:
+        """Write clip `clip` from its T frames, each a C-contiguous (C, H, W) array, in order."""
+        offset = self.base + clip * self.clip_bytes
+        for i in range(0, len(frames), 1024):  # IOV_MAX
+            offset += os.pwritev(self.fd, frames[i : i + 1024], offset)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -108,7 +130,9 @@ class NpyRows:
 
 def create_array(path: str | Path, rows: int, clip_shape: tuple[int, ...]) -> None:
     """An .npy file of (rows, *clip_shape) uint8, sized but not written (sparse)."""
-    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *clip_shape)).flush()
+    # No flush (an msync): the header sits in the page cache, where every reader sees it.
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(rows, *clip_shape))
+    del arr
 
 
 def data_offset(path: str | Path) -> int:
@@ -119,22 +143,73 @@ def data_offset(path: str | Path) -> int:
     return offset
 
 
-def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink) -> np.ndarray:  # noqa: ANN001
-    """Decode `path` once and hand every frame of its first `n_clips` clips to
-    `sink(clip, position, frame (C, H, W) uint8)`; return a (C, 256) histogram of the pixels
-    written (a frame in two overlapping clips counts twice, as it does in the arrays).
+class PixelSums:
+    """Per-channel pixel count, sum and sum of squares, for the mean and std in stats.json.
 
-    `frame` is a reused buffer: the sink must copy or write it out before returning.
-    Raises VideoError when the video ends before its last clip.
+    Floats summed in a fixed order (frames in decode order, videos by id), so the result does
+    not depend on which worker finished first: parallel output equals serial output.
     """
-    hist = np.zeros((plan.channels, 256), np.int64)
+
+    def __init__(self, channels: int):
+        self.n = 0  # pixels per channel
+        self.s = [0.0] * channels
+        self.ss = [0.0] * channels
+
+    def add(self, image: np.ndarray, times: int) -> None:
+        """Count an (H, W) gray or (H, W, 3) BGR uint8 image `times` times (once per clip it
+        is in); channels are stored in RGB order, as the arrays hold them."""
+        n = image.shape[0] * image.shape[1]
+        self.n += n * times
+        # one cv2 call for every channel of an interleaved image: 5 us for 64x64x3, where an
+        # exact integer sum of squares (multiply to uint16, then sum) costs 16 us
+        mean, std = cv2.meanStdDev(image)  # (C, 1) each
+        c = len(self.s)
+        order = range(c)[::-1] if c == 3 else range(c)  # BGR -> RGB
+        for i, k in enumerate(order):
+            m, sd = float(mean[k, 0]), float(std[k, 0])
+            self.s[i] += m * n * times
+            self.ss[i] += (sd * sd + m * m) * n * times
+
+    def __iadd__(self, other: PixelSums) -> PixelSums:
+        self.n += other.n
+        self.s = [a + b for a, b in zip(self.s, other.s)]
+        self.ss = [a + b for a, b in zip(self.ss, other.ss)]
+        return self
+
+    @staticmethod
+    def _moments(n: int, s: float, ss: float) -> tuple[float, float]:
+        if n == 0:
+            return 0.0, 0.0
+        mean = s / n
+        return mean / 255.0, float(np.sqrt(max(ss / n - mean * mean, 0.0))) / 255.0
+
+    def moments(self) -> tuple[float, float]:
+        """Mean and standard deviation of all pixels, in [0, 1]."""
+        return self._moments(self.n * len(self.s), sum(self.s), sum(self.ss))
+
+    def channel_moments(self) -> list[tuple[float, float]]:
+        return [self._moments(self.n, s, ss) for s, ss in zip(self.s, self.ss)]
+
+
+def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: int = 0) -> PixelSums:  # noqa: ANN001
+    """Decode `path` once and hand each of its first `n_clips` clips to `sink(clip, frames)`,
+    `frames` being the clip's T frames in order, each a (C, H, W) uint8 array; return the sums
+    of the pixels handed over (a frame in two overlapping clips counts twice, as it does in
+    the arrays).
+
+    The frames live in a ring of T reused buffers: the sink must copy or write them out
+    before returning. Raises VideoError when the video ends before its last clip.
+    `threads`: see open_video.
+    """
+    sums = PixelSums(plan.channels)
     if n_clips <= 0:
-        return hist
+        return sums
     gray = plan.channels == 1
-    cap, native_gray = open_video(path, gray=gray)
-    out = np.empty(plan.frame_shape, np.uint8)  # (C, H, W), reused for every frame
+    cap, native_gray = open_video(path, gray=gray, threads=threads)
+    length, stride = plan.length, plan.stride
+    ring = np.empty((length, *plan.frame_shape), np.uint8)  # (T, C, H, W): the last T kept frames
     buf = None  # the decoder's frame, reused: a 4K BGR frame is 25 MB
-    last = (n_clips - 1) * plan.stride + plan.length - 1  # the last kept frame any clip needs
+    last = (n_clips - 1) * stride + length - 1  # the last kept frame any clip needs
     source = 0
     try:
         for k in range(last + 1):
@@ -142,8 +217,7 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink) -> np.nda
                 if not cap.grab():
                     raise _ended(source, k, plan)
                 source += 1
-            slots = plan.slots(k, n_clips)
-            if not slots:  # in a gap between clips: decode only, no conversion
+            if not plan.slots(k, n_clips):  # in a gap between clips: decode only, no conversion
                 if not cap.grab():
                     raise _ended(source, k, plan)
                 source += 1
@@ -152,14 +226,14 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink) -> np.nda
             if not ok:
                 raise _ended(source, k, plan)
             source += 1
-            _process(buf, out, plan.size, gray, native_gray)
-            for c in slots:
-                sink(c, k - c * plan.stride, out)
-            for ch in range(plan.channels):
-                hist[ch] += np.bincount(out[ch].ravel(), minlength=256) * len(slots)
+            small = _process(buf, ring[k % length], plan.size, gray, native_gray)
+            sums.add(small, len(plan.slots(k, n_clips)))
+            first = k - length + 1  # the kept frame the clip ending here starts at
+            if first >= 0 and first % stride == 0:  # one write per clip, not per frame
+                sink(first // stride, [ring[(first + i) % length] for i in range(length)])
     finally:
         cap.release()
-    return hist
+    return sums
 
 
 def _ended(source: int, k: int, plan: ClipPlan) -> VideoError:
@@ -169,27 +243,28 @@ def _ended(source: int, k: int, plan: ClipPlan) -> VideoError:
     )
 
 
-def _process(frame: np.ndarray, out: np.ndarray, size: int, gray: bool, native_gray: bool) -> None:
-    """Decoded frame (H, W) gray or (H, W, 3|4) BGR(A) -> `out` (C, size, size), in place."""
-    sq = centre_square(frame)  # a view: crop before any conversion, never convert the margins
-    if gray:
-        if not native_gray and sq.ndim == 3:
-            sq = cv2.cvtColor(sq, cv2.COLOR_BGRA2GRAY if sq.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-        elif sq.ndim == 3:
-            sq = sq[..., 0]
-        if sq.shape[0] != size:
-            sq = cv2.resize(sq, (size, size), interpolation=_interp(sq.shape[0], size))
-        out[0] = sq
-        return
-    if sq.ndim == 2:
-        sq = sq[..., None]  # a gray decoder output: the same value in R, G and B
-    elif sq.shape[2] == 4:
+def _process(frame: np.ndarray, out: np.ndarray, size: int, gray: bool, native_gray: bool) -> np.ndarray:
+    """Decoded frame (H, W) gray or (H, W, 3|4) BGR(A) -> `out` (C, size, size), in place.
+
+    Returns the small image before the channel reordering: (size, size) gray or
+    (size, size, 3) BGR."""
+    sq = centre_square(frame)  # a view: nothing outside the square is ever touched
+    if sq.ndim == 3 and sq.shape[2] == 4:
         sq = sq[..., :3]
-    if sq.shape[0] != size:
-        sq = cv2.resize(sq, (size, size), interpolation=_interp(sq.shape[0], size))
-        sq = sq.reshape(size, size, -1)  # cv2 drops a trailing channel axis of 1
-    # (H, W, BGR) -> (RGB, H, W): resize first, so the channel shuffle touches few pixels
-    out[:] = sq.transpose(2, 0, 1)[::-1]
+    if sq.ndim == 3 and (native_gray or sq.shape[2] == 1):
+        sq = sq[..., 0]
+    # Shrink first, convert after: the colour conversion then touches size^2 pixels, not S^2.
+    small = resize_square(sq, size)
+    if gray:
+        if small.ndim == 3:
+            small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        out[0] = small
+    elif small.ndim == 2:  # a gray decoder output: the same value in R, G and B
+        out[:] = small
+        small = cv2.merge([small, small, small])
+    else:
+        out[:] = small.transpose(2, 0, 1)[::-1]  # (H, W, BGR) -> (RGB, H, W)
+    return small
 
 
 def assign_splits(
@@ -220,18 +295,6 @@ def assign_splits(
             out[free[j]] = s
         cursor += take
     return [s or "train" for s in out]
-
-
-def moments(hist: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of pixels in [0, 1] from a 256-bin histogram, exactly."""
-    hist = np.asarray(hist, np.float64).reshape(-1, 256).sum(0)
-    n = hist.sum()
-    if n == 0:
-        return 0.0, 0.0
-    v = np.arange(256) / 255.0
-    mean = float((hist * v).sum() / n)
-    var = float((hist * (v - mean) ** 2).sum() / n)
-    return mean, float(np.sqrt(var))
 
 
 # ---------------------------------------------------------------- reading a sampled dataset

@@ -50,15 +50,21 @@ class VideoInfo:
     height: int
 
 
-def open_video(path: str | Path, gray: bool = False) -> tuple[cv2.VideoCapture, bool]:
+def open_video(path: str | Path, gray: bool = False, threads: int = 0) -> tuple[cv2.VideoCapture, bool]:
     """An opened capture, and whether it returns gray (H, W) frames natively.
+
+    `threads`: FFmpeg decoder threads, 0 for OpenCV's default (one per core). Processes that
+    already run one per core ask for 1, so two of them do not fight over each core.
 
     For a gray source (pixel format Y800, e.g. our FFV1 Moving Digits) asking for gray skips
     FFmpeg's conversion to BGR and OpenCV's conversion back: the luma plane is the answer, bit
     for bit. Colour sources keep the BGR conversion: their raw luma plane is usually in limited
     range (16-235) and would not equal a BGR -> gray conversion.
     """
-    cap = cv2.VideoCapture(str(path))
+    if threads > 0:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
+    else:
+        cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
         raise VideoError("OpenCV cannot open it as a video (unknown format or corrupt)")

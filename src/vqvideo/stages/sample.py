@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -17,14 +18,15 @@ from vqvideo.data.clips import (
     SPLITS,
     ClipPlan,
     NpyRows,
+    PixelSums,
     assign_splits,
     create_array,
-    moments,
+    data_offset,
     sample_video,
 )
 from vqvideo.data.video import VideoError
 from vqvideo.errors import MissingInputError, VQVideoError
-from vqvideo.io import staging_dir, write_csv, write_json
+from vqvideo.io import staging_dir
 from vqvideo.stages.collect import pool_context
 from vqvideo.utils import resolve_workers
 
@@ -38,12 +40,12 @@ def plan_of(cfg: SampleConfig) -> ClipPlan:
     return ClipPlan(cfg.frame_interval, cfg.clip_length, cfg.clip_stride, cfg.size, cfg.channels)
 
 
-def _run(job: tuple) -> tuple[int, np.ndarray | None, str]:
-    """Decode one video into its reserved rows; return (job id, pixel histogram, error)."""
-    job_id, video, array_path, first_row, n_clips, plan = job
-    rows = NpyRows(array_path, first_row, plan.clip_shape)
+def _run(job: tuple) -> tuple[int, PixelSums | None, str]:
+    """Decode one video into its reserved rows; return (job id, pixel sums, error)."""
+    job_id, video, array_path, offset, first_row, n_clips, plan, threads = job
+    rows = NpyRows(array_path, offset, first_row, plan.clip_shape)
     try:
-        return job_id, sample_video(video, plan, n_clips, rows), ""
+        return job_id, sample_video(video, plan, n_clips, rows, threads=threads), ""
     except VideoError as err:
         return job_id, None, str(err)
     except Exception as err:  # noqa: BLE001 - a decoder crash must not lose the other videos
@@ -105,34 +107,39 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
 
     with staging_dir(out_dir) as tmp:
         jobs, index_rows = [], []
+        paths, clips, frames = list(videos.path), list(videos.clips), list(videos.frames)
+        split_of = dict(enumerate(videos.split))
+        usable = [int(i) for i in np.flatnonzero(ok)]
         for split in SPLITS:
-            part = videos[ok & (videos.split == split)]
-            path = tmp / f"{split}.npy"
-            create_array(path, int(part.clips.sum()), plan.clip_shape)
-            row = 0
-            for vid, v in part.iterrows():
-                jobs.append((vid, str(raw_dir / v.path), str(path), row, int(v.clips), plan))
-                for c in range(int(v.clips)):
+            vids = [i for i in usable if split_of[i] == split]
+            array = tmp / f"{split}.npy"
+            create_array(array, sum(clips[i] for i in vids), plan.clip_shape)
+            offset, row = data_offset(array), 0
+            for i in vids:
+                jobs.append((i, str(raw_dir / paths[i]), str(array), offset, row, clips[i], plan))
+                for c in range(clips[i]):
                     start = plan.start_frame(c)
-                    index_rows.append((split, row + c, v.path, start, start + (plan.length - 1) * plan.interval))
-                row += int(v.clips)
+                    index_rows.append((split, row + c, paths[i], start, start + (plan.length - 1) * plan.interval))
+                row += clips[i]
 
-        hists, failed = _decode_all(jobs, videos, workers)
+        sums, failed = _decode_all(jobs, {i: frames[i] for i in usable}, split_of, plan.channels, workers)
         if failed:  # a decoder disagreed with the manifest: drop that video everywhere
             for vid, reason in failed.items():
-                log.warning("sample: skipping %s: %s", videos.path[vid], reason)
+                log.warning("sample: skipping %s: %s", paths[vid], reason)
                 videos.loc[vid, ["status", "skipped_by", "reason"]] = ["skipped", "sample", reason]
-            index_rows = _compact(tmp, plan, index_rows, {videos.path[j] for j in failed})
+            index_rows = _compact(tmp, plan, index_rows, {paths[j] for j in failed})
 
+        if not any(r[0] == "train" for r in index_rows):  # raised inside: nothing is written
+            raise VQVideoError("every train video failed to decode; see the warnings above")
         index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS[:-1])
         index["frame_interval"] = cfg.frame_interval
-        write_csv(tmp / "index.csv", index)
         videos.loc[videos.status != "ok", "clips"] = 0
-        write_csv(tmp / "videos.csv", videos[VIDEO_COLUMNS])
-        stats = _stats(cfg, plan, index, videos, hists)
-        write_json(tmp / "stats.json", stats)
-    if stats["clips"]["train"] == 0:
-        raise VQVideoError("every train video failed to decode; see the warnings above")
+        stats = _stats(cfg, plan, index, videos, sums)
+        # Plain writes: the staging folder as a whole is swapped in atomically, so the files in
+        # it need no atomic rename (nor an fsync each) of their own.
+        index.to_csv(tmp / "index.csv", index=False)
+        videos[VIDEO_COLUMNS].to_csv(tmp / "videos.csv", index=False)
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     for s in SPLITS:
         if stats["clips"][s] == 0:
             log.warning("sample: the %s split is empty (too few videos for sample.%s_fraction)", s,
@@ -141,50 +148,60 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
     return stats
 
 
-def _decode_all(jobs: list[tuple], videos: pd.DataFrame, workers: int) -> tuple[dict, dict]:
-    """Run every job (serially or over `workers` processes); ({split: hist}, {video: error})."""
-    split_of = {j[0]: videos.split[j[0]] for j in jobs}
-    frames_of = {j[0]: int(videos.frames[j[0]]) for j in jobs}
+def _decode_all(
+    jobs: list[tuple], frames: dict[int, int], split_of: dict[int, str], channels: int, workers: int
+) -> tuple[dict[str, PixelSums], dict[int, str]]:
+    """Run every job (serially or over `workers` processes); ({split: sums}, {video: error})."""
     # Longest first: with few long videos the last one to start is short, so workers finish together.
-    jobs = sorted(jobs, key=lambda j: -frames_of[j[0]])
-    hists = {s: np.zeros((jobs[0][5].channels if jobs else 1, 256), np.int64) for s in SPLITS}
+    jobs = sorted(jobs, key=lambda j: -frames[j[0]])
+    parallel = workers > 1 and len(jobs) > 1
+    # Parallelism is one process per video, so each decoder keeps to one thread: FFmpeg's own
+    # threads would fight the other workers for the cores, and cost ~10% CPU in hand-offs.
+    jobs = [(*j, 1) for j in jobs]
+    sums = {s: PixelSums(channels) for s in SPLITS}
     failed: dict[int, str] = {}
-    bar = tqdm(total=sum(frames_of.values()), desc="sample: decode", unit="frame", unit_scale=True)
+    bar = tqdm(total=sum(frames.values()), desc="sample: decode", unit="frame", unit_scale=True)
+
+    results: dict[int, PixelSums] = {}
 
     def done(result: tuple) -> None:
-        vid, hist, err = result
+        vid, video_sums, err = result
         if err:
             failed[vid] = err
         else:
-            hists[split_of[vid]] += hist  # integer counts: the sum does not depend on order
-        bar.update(frames_of[vid])
+            results[vid] = video_sums
+        bar.update(frames[vid])
 
     with bar:
-        if workers <= 1 or len(jobs) <= 1:
+        if not parallel:
             for job in jobs:
                 done(_run(job))
         else:
             with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=pool_context()) as pool:
                 for fut in as_completed([pool.submit(_run, job) for job in jobs]):
                     done(fut.result())
-    return hists, failed
+    for vid in sorted(results):  # a fixed order, whatever order the workers finished in
+        sums[split_of[vid]] += results[vid]
+    return sums, failed
 
 
-def _stats(cfg: SampleConfig, plan: ClipPlan, index: pd.DataFrame, videos: pd.DataFrame, hists: dict) -> dict:
-    mean, std = moments(hists["train"])
-    per_channel = [moments(h) for h in hists["train"]]
+def _stats(cfg: SampleConfig, plan: ClipPlan, index: pd.DataFrame, videos: pd.DataFrame,
+           sums: dict[str, PixelSums]) -> dict:
+    mean, std = sums["train"].moments()
+    per_channel = sums["train"].channel_moments()
     ok = videos.status == "ok"
+    n_clips = index.split.value_counts()
     stats = {
-        "clips": {s: int((index.split == s).sum()) for s in SPLITS},
+        "clips": {s: int(n_clips.get(s, 0)) for s in SPLITS},
         "videos": {s: int((ok & (videos.split == s)).sum()) for s in SPLITS},
-        "frames": {s: int((index.split == s).sum()) * cfg.clip_length for s in SPLITS},
+        "frames": {s: int(n_clips.get(s, 0)) * cfg.clip_length for s in SPLITS},
         "skipped_videos": int((~ok).sum()),
         # pixels in [0, 1] over every frame of every train clip (what a training loop sees)
         "pixel_mean": mean,
         "pixel_std": std,
         "channel_mean": [m for m, _ in per_channel],
         "channel_std": [s for _, s in per_channel],
-        "pixels": {s: dict(zip(("mean", "std"), moments(hists[s]))) for s in SPLITS},
+        "pixels": {s: dict(zip(("mean", "std"), sums[s].moments())) for s in SPLITS},
         "clip_shape": list(plan.clip_shape),
         # `workers` changes how fast, never what: leaving it out keeps parallel == serial output
         "config": cfg.model_dump(mode="json", exclude={"workers"}),
