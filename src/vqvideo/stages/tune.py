@@ -310,11 +310,13 @@ def recover_interrupted(study: optuna.Study) -> list[FrozenTrial]:
     queue each trial once.
     """
     storage = study._storage  # noqa: SLF001 - Study exposes no public handle; this is BaseStorage
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)  # database storages: re-queued by _requeue_stale
+    recovered = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                 if t.number in running]
     host = socket.gethostname()
-    recovered = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         who = t.user_attrs.get(WORKER) or {}
         pid = who.get("pid")
@@ -482,7 +484,8 @@ class Objective:
         except VQVideoError as err:  # an invalid extra value, ...
             outcome = Outcome(TrialState.FAIL, reason=str(err))
         except BaseException as err:  # a bug or Ctrl-C: recorded, then raised to the worker
-            reason = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+            reason = (f"{type(err).__name__}: {err}".strip().splitlines()[0]
+                      if not isinstance(err, KeyboardInterrupt) else "interrupted (Ctrl-C); queued again")
             outcome = Outcome(TrialState.FAIL, reason=reason[:1000])
             raise
         finally:
@@ -679,6 +682,9 @@ def tune(cfg: TuneConfig, params: Params, frames: Path, root: Path, parent: str 
     from vqvideo.utils import resolve_workers
 
     threads = max(1, resolve_workers(0) // workers) if workers > 1 else None
+    if workers > 1 and store.kind == "sqlite":
+        log.warning("tune: %d workers on SQLite take turns writing; a journal file "
+                    "(--storage journal:optuna/vqvideo.log) is the better choice on one machine", workers)
     spec = WorkerSpec(cfg, params, frames, store.url, root, name, parent, deadline, threads)
     if workers == 1:
         run_worker(spec, 0)
