@@ -20,12 +20,12 @@ from vqvideo.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Lossless for the dataset itself. FFV1 in AVI rather than Matroska: the Matroska muxer writes a
-# random segment UID (and CRCs over it) into every file, so the same frames would give a
-# different sha256 each run; AVI is byte-identical for identical frames, so a seed fixes the
-# dataset's checksums. VP9 for clips people open in a browser (the OpenCV wheel has no H.264
-# encoder, and mp4v does not play everywhere).
-LOSSLESS = ("FFV1", ".avi")
+# Lossless FFV1 in Matroska for the dataset itself: a seed fixes every decoded frame bit for bit.
+# (The Matroska muxer also writes a random segment UID, so the files' sha256 differ between
+# runs; DVC's run cache restores collect's outputs instead of regenerating them, so downstream
+# stages do not re-run for it.) VP9 for clips people open in a browser (the OpenCV wheel has
+# no H.264 encoder, and mp4v does not play everywhere).
+LOSSLESS = ("FFV1", ".mkv")
 BROWSER = ("vp09", ".mp4")
 
 cv2.setNumThreads(1)  # parallelism comes from one process per video, not from inside OpenCV
