@@ -132,6 +132,22 @@ def test_pick_codes_top_k_and_temperature():
     assert hit[0.1] > 0.9 and hit[0.1] > hit[1.0] > hit[10.0]  # colder: closer to argmax
 
 
+@pytest.mark.parametrize(("temperature", "top_k"), [(1.0, 0), (0.5, 0), (2.0, 4)])
+def test_pick_codes_draws_follow_the_softmax(temperature, top_k):
+    from vqvideo.models.prior import pick_codes
+
+    row = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 1.5, -3.0, 0.2])
+    n = 40000
+    drawn = pick_codes(row.expand(n, -1), "sample", temperature, top_k, torch.Generator().manual_seed(0))
+    scaled = row / temperature
+    if top_k:
+        scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[-1], float("-inf"))
+    want = scaled.softmax(-1)
+    got = torch.bincount(drawn, minlength=len(row)).float() / n
+    assert (got - want).abs().max() < 0.012  # 5 standard errors at p = 0.5 and n = 40000
+    assert (got[want == 0] == 0).all()
+
+
 def test_binarize_leaves_only_black_and_white(models, test_clips, tiny_data, tmp_path):
     from vqvideo.data.clips import FrameData
     from vqvideo.stages.generate import generate

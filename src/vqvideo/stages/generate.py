@@ -295,7 +295,8 @@ def image_main(params: Params, args: argparse.Namespace) -> None:
     out = args.out or IMAGE_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
     # Staged beside `out`, then renamed in: a failure leaves no half-written clip behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    # (named like vqvideo.io's temporaries, with the pid, so a killed run's leftovers are found)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
     try:
         staged = generate_from_image(cfg, vqvae, prior, args.image, int(vq_meta["image_size"]), length, tmp)
         paths = publish_files(staged, out)
