@@ -381,3 +381,20 @@ def test_bad_image_is_one_clear_error_and_writes_nothing(case, tiny_models, tmp_
     assert rc != 0
     assert len(err) == 1 and err[0].startswith("vqvideo generate: error:") and message in err[0], err
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even the folder
+
+
+def test_benchmark_rows_run_on_tiny_models(tmp_path):
+    """bench/bench_generate.py's rows(), for the script that gathers every benchmark."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import bench_generate
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    params = write_params(tmp_path / "params.yaml", tiny_params_dict())
+    rows = bench_generate.rows(repeat=1, params_path=params)
+    assert [r.unit for r in rows] == ["frames/s", "frames/s", "ms"]
+    assert all(r.value > 0 and r.ref_value > 0 for r in rows)

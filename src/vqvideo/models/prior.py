@@ -134,8 +134,9 @@ def pick_codes(logits: Tensor, sampling: str, temperature: float, top_k: int,
         # top-k sampling (Fan et al. 2018, "Hierarchical Neural Story Generation", sec. 5.4):
         # draw among the k best codes only, so the draw below runs over k columns, not K
         logits, best = logits.topk(top_k, dim=-1)  # (..., k) values and their codes
-    # One draw per position by inverting the CDF with one uniform number: exact, and about 10x
-    # faster on a CPU than torch.multinomial over thousands of rows of a 512-code softmax.
+    # One draw per position by inverting the CDF with one uniform number: exact, and several
+    # times faster on a CPU than torch.multinomial over thousands of rows of a 512-code softmax
+    # (bench/bench_generate.py measures both).
     cdf = logits.softmax(-1).cumsum(-1)  # (..., k)
     where = generator.device if generator is not None else cdf.device
     u = torch.rand((*cdf.shape[:-1], 1), generator=generator, device=where).to(cdf.device)
