@@ -1,15 +1,24 @@
 """Files that are either the old version or the new one, never torn.
 
 Everything a stage writes goes through a temporary name in the same folder and `os.replace`,
-which is atomic on POSIX; a stage killed mid-write leaves the previous output in place.
+which is atomic on POSIX; a stage killed mid-write leaves the previous output in place. A folder
+is filled under a temporary name and swapped in whole (an atomic exchange on Linux), so its files
+always belong to one run. Temporary names carry the writer's process id: the next writer of the
+same output removes what a killed one left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import errno
 import hashlib
 import json
+import logging
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,10 +26,75 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from vqvideo.errors import VQVideoError
+
+log = logging.getLogger(__name__)
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Remove the temporaries that killed writers of `path` left beside it; return them.
+
+    A temporary of a live process (another writer of the same output, or this one) is kept.
+    A folder swap killed between its two renames is finished here: the previous version,
+    parked as `.<name>.old`, goes back into place.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return []
+    # `.<name>.<pid>.<8 random chars from mkstemp>...`
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}")
+    removed = []
+    for entry in parent.iterdir():
+        m = pattern.match(entry.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        _remove(entry)
+        removed.append(entry)
+    old = parent / f".{path.name}.old"
+    if old.exists() and not path.exists():
+        os.replace(old, path)
+        log.warning("restored %s: the previous writer was killed while swapping it", path)
+    if removed:
+        log.info("removed %d temporary file(s) a killed writer left beside %s", len(removed), path)
+    return removed
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable across a power cut, not just a killed process."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -28,8 +102,9 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix + ".tmp",
+        prefix=_tmp_prefix(path), suffix=suffix if suffix is not None else path.suffix + ".tmp",
         dir=path.parent,
     )
     os.close(fd)
@@ -39,6 +114,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -90,29 +166,60 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, what: str | None = None) -> Any:
+    """Parse a JSON file; a torn or hand-edited one is a clear error, not a traceback."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VQVideoError(f"{what or path.name} not found at {path}; run the stage that writes it first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VQVideoError(
+            f"{what or path.name} at {path} is not valid JSON ({err}); delete it and re-run the stage "
+            "that writes it"
+        ) from None
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """torch.save through a temporary file; `state` must hold only tensors and plain types."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
-    """Load with weights_only=True: a file carrying pickled code is refused, not run."""
+def load_checkpoint(path: str | Path, what: str = "checkpoint", hint: str = "re-run the stage that writes it") -> dict[str, Any]:
+    """Load with weights_only=True: a file carrying pickled code is refused, not run.
+
+    `hint` says what to do, e.g. "run `dvc repro train`"; every failure is one line.
+    """
+    import torch
+
     path = Path(path)
+    if path.is_dir():
+        raise VQVideoError(f"{what} at {path} is a folder, not a model file; {hint}")
     if not path.exists():
-        raise VQVideoError(f"{what} not found at {path}; run the stage that writes it first")
+        raise VQVideoError(f"{what} not found at {path}; {hint}")
+    if path.stat().st_size == 0:
+        raise VQVideoError(f"{what} at {path} is empty (0 bytes); delete it and {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except pickle.UnpicklingError as err:
+        # torch's own message suggests weights_only=False: the one thing never to do here.
+        found = re.search(r"unsupported global ([\w.]+)", str(err), re.IGNORECASE)
+        detail = f" (it calls for {found.group(1)})" if found else ""
         raise VQVideoError(
-            f"{what} at {path} cannot be loaded safely ({first[:200]}); "
-            "it is corrupt or not a vqvideo file: delete it and re-run the stage that writes it"
+            f"{what} at {path} holds Python objects, not only tensors{detail}, and was refused "
+            f"without running them; vqvideo never writes such files: do not use it, {hint}"
         ) from None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        if "central directory" in first or "zip archive" in first or isinstance(err, EOFError):
+            reason = "it is truncated (an interrupted copy or download?)"
+        else:
+            reason = f"it is corrupt or not a PyTorch file: {type(err).__name__}: {first[:160]}"
+        raise VQVideoError(f"{what} at {path} cannot be loaded: {reason}; delete it and {hint}") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -123,25 +230,58 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:  # glibc < 2.28, musl, macOS
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # the filesystem cannot exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Swap a fully written folder into place; the old one is removed only after the swap."""
-    final_dir = Path(final_dir)
+    """Swap a fully written folder into place; the old one is removed only after the swap.
+
+    On Linux the swap is one atomic exchange, so `final_dir` always holds a whole version.
+    Elsewhere it takes two renames; a kill between them leaves the old version parked as
+    `.<name>.old`, which the next writer (see `clean_stale`) moves back.
+    """
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    if final_dir.is_dir() and not final_dir.is_symlink() and _exchange(tmp_dir, final_dir):
+        _fsync_dir(final_dir.parent)
+        shutil.rmtree(tmp_dir)  # now the previous version
+        return
     old = final_dir.with_name(f".{final_dir.name}.old")
     if old.exists():
         shutil.rmtree(old)
     if final_dir.exists():
         os.replace(final_dir, old)
     os.replace(tmp_dir, final_dir)
+    _fsync_dir(final_dir.parent)
     if old.exists():
         shutil.rmtree(old)
 
 
 @contextlib.contextmanager
 def staging_dir(final_dir: str | Path) -> Iterator[Path]:
-    """A temporary sibling folder to fill; renamed onto `final_dir` when the block succeeds."""
+    """A temporary sibling folder to fill; swapped onto `final_dir` when the block succeeds."""
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", suffix=".tmp", dir=final_dir.parent))
+    clean_stale(final_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final_dir), suffix=".tmp", dir=final_dir.parent))
     try:
         yield tmp
         replace_dir(tmp, final_dir)

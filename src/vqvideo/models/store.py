@@ -1,11 +1,18 @@
-"""Saving and loading trained models: weights plus the resolved config, loaded weights-only."""
+"""Saving and loading trained models: weights plus the resolved config, loaded weights-only.
+
+A model file is a dict of tensors and plain values (`kind`, `config`, `meta`, `state_dict`),
+read with `torch.load(weights_only=True)`: a file that carries pickled code is refused without
+running it. Every way a file can be wrong (missing, truncated, another kind, another version,
+weights that do not fit its config, a prior trained on another VQ-VAE) ends in one line that
+says which file, what is wrong and which stage to re-run.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import torch
+from pydantic import ValidationError
 from torch import nn
 
 from vqvideo.config import ModelConfig, PriorConfig
@@ -13,6 +20,9 @@ from vqvideo.errors import VQVideoError
 from vqvideo.io import load_checkpoint, save_checkpoint
 
 MODEL_FILE = "model.pt"
+# what writes each kind of model file
+STAGE_OF = {"vqvae": "train", "prior": "prior"}
+NAME_OF = {"vqvae": "VQ-VAE", "prior": "prior"}
 
 
 def save_model(directory: Path, kind: str, model: nn.Module, config: dict, meta: dict[str, Any]) -> Path:
@@ -21,56 +31,144 @@ def save_model(directory: Path, kind: str, model: nn.Module, config: dict, meta:
     return path
 
 
-def _load(directory: Path, kind: str) -> dict:
-    path = Path(directory) / MODEL_FILE
-    state = load_checkpoint(path, f"{kind} model")
+def model_path(directory: str | Path) -> Path:
+    """A model folder (as the stages write it) or the model.pt inside it."""
+    p = Path(directory)
+    return p if p.suffix == ".pt" or p.is_file() else p / MODEL_FILE
+
+
+def _hint(kind: str) -> str:
+    return f"re-run `dvc repro {STAGE_OF[kind]}` (or `vqvideo {STAGE_OF[kind]}`)"
+
+
+def _what_it_is(state: Any) -> str:
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}"
+    if state.get("kind") in NAME_OF:
+        return f"a {NAME_OF[state['kind']]} model"
+    if "optimizer" in state and "model" in state:
+        return "a training checkpoint (the resume file under models/checkpoints/), not a saved model"
+    return "not a vqvideo model file"
+
+
+def _load(directory: str | Path, kind: str) -> tuple[Path, dict]:
+    path = model_path(directory)
+    state = load_checkpoint(path, f"{NAME_OF[kind]} model", _hint(kind))
     if not isinstance(state, dict) or state.get("kind") != kind:
-        raise VQVideoError(f"{path} is not a {kind} model file; re-run the stage that writes it")
-    return state
+        raise VQVideoError(
+            f"{path} is {_what_it_is(state)}, not the {NAME_OF[kind]} model expected here; "
+            f"point the option at the folder `{STAGE_OF[kind]}` writes, or {_hint(kind)}"
+        )
+    missing = [k for k in ("config", "meta", "state_dict") if not isinstance(state.get(k), dict)]
+    if missing:
+        raise VQVideoError(f"{path} has no {', '.join(missing)}: it is incomplete; {_hint(kind)}")
+    return path, state
 
 
-def _restore(model: nn.Module, state: dict, path: Path, what: str) -> None:
+def _config(cls: type, state: dict, path: Path, kind: str):  # noqa: ANN202
+    try:
+        return cls(**state["config"])
+    except ValidationError as err:
+        e = err.errors()[0]
+        first = f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+        raise VQVideoError(
+            f"{path} was written with a config this version cannot read ({first[:160]}); {_hint(kind)}"
+        ) from None
+    except TypeError as err:
+        raise VQVideoError(f"{path} has an unreadable config ({str(err)[:160]}); {_hint(kind)}") from None
+
+
+def _restore(model: nn.Module, state: dict, path: Path, what: str, described: str) -> None:
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
+        lines = [s.strip() for s in str(err).splitlines() if s.strip()]
+        detail = next((s for s in lines if "size mismatch" in s), lines[-1] if lines else "")
         raise VQVideoError(
-            f"{path} does not fit the {what} it claims to be ({first}); it is corrupt or from "
-            "another version: re-run its stage"
+            f"{path}: its weights do not fit the {what} its config describes ({described}): "
+            f"{detail[:200]}; the file is corrupt or from another version: re-run its stage"
         ) from None
 
 
+def describe_vqvae(cfg: ModelConfig) -> str:
+    down = 8 if cfg.arch == "seed" else cfg.downsample
+    return f"arch {cfg.arch}, codebook_size {cfg.codebook_size}, code_dim {cfg.code_dim}, downsample {down}"
+
+
 def load_vqvae(directory: str | Path):
+    """(VQVAE in eval mode, meta); meta also carries `model_config`, the model section it was built from."""
     from vqvideo.models.vqvae import VQVAE
 
-    directory = Path(directory)
-    state = _load(directory, "vqvae")
-    cfg = ModelConfig(**state["config"])
-    model = VQVAE(cfg, channels=int(state["meta"]["channels"]))
-    _restore(model, state, directory / MODEL_FILE, "VQ-VAE")
+    path, state = _load(directory, "vqvae")
+    cfg: ModelConfig = _config(ModelConfig, state, path, "vqvae")
+    meta = dict(state["meta"])
+    try:
+        channels = int(meta["channels"])
+    except (KeyError, TypeError, ValueError):
+        raise VQVideoError(f"{path} does not record its image channels: it is incomplete; {_hint('vqvae')}") from None
+    model = VQVAE(cfg, channels=channels)
+    _restore(model, state, path, "VQ-VAE", describe_vqvae(cfg))
     model.eval()
-    return model, state["meta"]
+    meta["model_config"] = cfg.model_dump(mode="json")
+    return model, meta
+
+
+def _prior_mismatch(shape: dict, vqvae_meta: dict) -> str:
+    """What differs between the VQ-VAE a prior was trained on and the one given now, in words."""
+    cfg = vqvae_meta.get("model_config")
+    if not cfg:
+        return "its codebook or weights differ"
+    vq = ModelConfig(**cfg)
+    diffs = []
+    if int(shape.get("num_codes", -1)) != vq.codebook_size:
+        diffs.append(f"codebook_size {shape.get('num_codes')} there, {vq.codebook_size} here")
+    if int(shape.get("code_dim", -1)) != vq.code_dim:
+        diffs.append(f"code_dim {shape.get('code_dim')} there, {vq.code_dim} here")
+    size = vqvae_meta.get("image_size")
+    factor = 8 if vq.arch == "seed" else vq.downsample
+    grid = list(shape.get("grid", []))
+    if size and grid and grid != [int(size) // factor] * 2:
+        here = int(size) // factor
+        diffs.append(f"a {grid[0]}x{grid[1]} code grid there, {here}x{here} here (arch {vq.arch})")
+    return "; ".join(diffs) or f"same shapes ({describe_vqvae(vq)}) but other weights"
 
 
 def load_prior(directory: str | Path, vqvae_meta: dict | None = None):
+    """(CodePrior in eval mode, meta); refused if it was trained on another VQ-VAE than `vqvae_meta`'s."""
     from vqvideo.models.prior import build_prior
 
-    directory = Path(directory)
-    state = _load(directory, "prior")
+    path, state = _load(directory, "prior")
     meta = state["meta"]
     if vqvae_meta is not None and meta.get("vqvae_fingerprint") != vqvae_meta.get("fingerprint"):
         raise VQVideoError(
-            f"the prior in {directory} was trained on another VQ-VAE (codebook or weights differ); "
-            "re-run `dvc repro prior`"
+            f"the prior in {path.parent} was trained on another VQ-VAE than the one given "
+            f"({_prior_mismatch(meta.get('shape', {}), vqvae_meta)}); re-run `dvc repro prior` "
+            "on this VQ-VAE, or pass the --vqvae it was trained with"
         )
-    model = build_prior(PriorConfig(**state["config"]), **meta["shape"])
-    _restore(model, state, directory / MODEL_FILE, "prior")
+    cfg: PriorConfig = _config(PriorConfig, state, path, "prior")
+    try:
+        model = build_prior(cfg, **meta["shape"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise VQVideoError(f"{path} records no usable shape ({err}); {_hint('prior')}") from None
+    _restore(model, state, path, "prior", f"width {cfg.width}, {meta['shape'].get('num_codes')} codes")
     model.eval()
     return model, meta
+
+
+def check_frames_fit(vqvae_meta: dict, clip_shape: list[int] | tuple[int, ...], frames: Path) -> None:
+    """The sampled frames must be what the VQ-VAE was trained on: same channels and size."""
+    channels, size = vqvae_meta.get("channels"), vqvae_meta.get("image_size")
+    c, h, w = (int(v) for v in clip_shape[-3:])
+    if (channels is not None and int(channels) != c) or (size is not None and (h, w) != (int(size),) * 2):
+        raise VQVideoError(
+            f"the VQ-VAE was trained on {channels}x{size}x{size} frames but {frames} holds {c}x{h}x{w} "
+            "clips (sample.channels / sample.size changed?); re-run `dvc repro train`, or pass the "
+            "--frames it was trained on"
+        )
 
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["save_model", "load_vqvae", "load_prior", "num_parameters", "torch"]
+__all__ = ["save_model", "load_vqvae", "load_prior", "check_frames_fit", "num_parameters", "model_path"]
