@@ -14,11 +14,13 @@ import contextlib
 import logging
 import math
 import os
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from vqvideo.errors import VQVideoError
 from vqvideo.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -51,25 +53,62 @@ def artifact_location() -> str:
 
 
 def _retry(fn, *args, tries: int = 8, **kwargs):
-    """SQLite allows one writer: another pipeline logging at the same instant gets 'locked'."""
+    """SQLite allows one writer: another pipeline logging at the same instant gets 'locked'.
+
+    The driver already waits up to 5 s for the lock; past that, back off (with jitter, so two
+    waiting processes do not retry in lockstep) for up to ~50 s more before giving up.
+    """
     for i in range(tries):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - mlflow wraps sqlite errors in several types
             if "locked" not in str(err).lower() or i == tries - 1:
                 raise
-            time.sleep(0.2 * 2**i)
+            delay = 0.2 * 2**i * (0.5 + random.random())
+            log.debug("MLflow store is locked; retrying %s in %.1f s", getattr(fn, "__name__", fn), delay)
+            time.sleep(delay)
     return None
 
 
+@contextlib.contextmanager
+def _store_lock(db: Path) -> Iterator[None]:
+    """Serialise creating the SQLite store: MLflow builds its tables on first use, and two
+    processes doing so at once fail ('duplicate column name' from its migrations)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, the retry has to do
+        yield
+        return
+    try:
+        f = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 - held across the yield
+    except OSError:  # a read-only folder: nothing will be written anyway
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def setup() -> str:
-    """Point MLflow at the store (creating it once) and return the experiment id."""
+    """Point MLflow at the store (creating it once, one process at a time) and return the experiment id."""
     import mlflow
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    if not uri.startswith("sqlite:///"):
+        return _experiment_id()
+    db = Path(uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with _store_lock(db):
+        return _experiment_id()
+
+
+def _experiment_id() -> str:
+    import mlflow
+
     client = mlflow.MlflowClient()
     exp = _retry(client.get_experiment_by_name, EXPERIMENT)
     if exp is None:
@@ -89,10 +128,21 @@ def pipeline_run(run_file: Path | None, *, new: bool = False, run_id: str | None
     exp_id = setup()
     if run_id is None and not new:
         if run_file is None or not Path(run_file).exists():
-            raise FileNotFoundError(f"no MLflow run recorded at {run_file}")
+            raise VQVideoError(f"no MLflow run recorded at {run_file}; run `dvc repro train` first")
         run_id = read_json(run_file)["run_id"]
-    with mlflow.start_run(run_id=run_id, experiment_id=exp_id, run_name=run_name, tags=tags) as run:
+    # start and end retried like every other write: another pipeline may hold the SQLite lock
+    run = _retry(mlflow.start_run, run_id=run_id, experiment_id=exp_id, run_name=run_name, tags=tags)
+    status = "FINISHED"
+    try:
         yield run
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run was stopped, not broken
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        _retry(mlflow.end_run, status)
 
 
 def record_run(run_file: Path, run, fingerprint: str = "") -> None:  # noqa: ANN001
@@ -106,7 +156,13 @@ def resumable_run(run_file: Path, fingerprint: str) -> str | None:
 
     if not Path(run_file).exists():
         return None
-    rec = read_json(run_file)
+    try:
+        rec = read_json(run_file, "MLflow run record")
+    except VQVideoError as err:  # a hand-edited or foreign file: start a new run, say why
+        log.warning("%s; a new MLflow run is opened", err)
+        return None
+    if not isinstance(rec, dict) or "run_id" not in rec:
+        return None
     if rec.get("fingerprint") != fingerprint or rec.get("tracking_uri") != tracking_uri():
         return None
     setup()
@@ -133,7 +189,7 @@ def stage_run_id(upstream_run_file: Path, params: dict[str, Any]) -> str:
     import mlflow
 
     setup()
-    upstream = read_json(upstream_run_file)["run_id"]
+    upstream = read_json(upstream_run_file, "the pipeline's MLflow run record")["run_id"]
     logged = logged_params(upstream)
     clean = {k: str(_param_value(v)) for k, v in params.items()}
     if all(logged.get(k, v) == v for k, v in clean.items()):
