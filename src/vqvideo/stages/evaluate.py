@@ -194,15 +194,17 @@ def main(args: argparse.Namespace) -> None:
     from vqvideo.config import load_params, section_params
     from vqvideo.errors import require_file
     from vqvideo.io import write_json
-    from vqvideo.models.store import load_prior, load_vqvae
+    from vqvideo.models.store import check_frames_fit, load_prior, load_vqvae
 
     params: Params = load_params(args.params)
-    for path, what in ((args.train_history, "VQ-VAE history"), (args.prior_history, "prior history"),
-                       (args.prior / tracking.RUN_FILE, "the pipeline's MLflow run record")):
-        require_file(path, what, "run `dvc repro prior` first")
+    # Every input is read and checked before any work: a missing or mismatched one costs nothing.
+    require_file(args.prior / tracking.RUN_FILE, "the pipeline's MLflow run record", "run `dvc repro prior` first")
+    train_hist = read_history(args.train_history, "VQ-VAE training history", "train")
+    prior_hist = read_history(args.prior_history, "prior training history", "prior")
     data = FrameData.open(args.frames)
     vqvae, vq_meta = load_vqvae(args.vqvae)
     prior, prior_meta = load_prior(args.prior, vq_meta)
+    check_frames_fit(vq_meta, data.stats.get("clip_shape") or data.clips("test").shape[1:], args.frames)
     test = data.clips("test")
     if params.evaluate.max_clips:
         test = test[: params.evaluate.max_clips]
@@ -210,7 +212,7 @@ def main(args: argparse.Namespace) -> None:
     ev.metrics["cost"] = cost_metrics(vqvae, prior, vq_meta, prior_meta, args.vqvae, args.prior)
     ev.metrics = finite(ev.metrics)
     write_tables(ev, args.tables)
-    write_plots(ev, vqvae, test, pd.read_csv(args.train_history), pd.read_csv(args.prior_history), args.plots)
+    write_plots(ev, vqvae, test, train_hist, prior_hist, args.plots)
     write_json(args.metrics, ev.metrics)
     write_summary(ev.metrics, args.summary, args.plots, args.generated, args.tables)
     own = section_params(params, "evaluate")
@@ -222,6 +224,22 @@ def main(args: argparse.Namespace) -> None:
              m["codebook"]["active_fraction"], m["prediction"]["mse_frame"],
              m["prediction"]["copy_last_mse_frame"], m["prediction"]["blank_mse_frame"],
              m["prediction"]["vq_floor_mse_frame"], args.metrics)
+
+
+def read_history(path: Path, what: str, stage: str) -> pd.DataFrame:
+    """A training history.csv with the columns the plots need, or one line saying what to do."""
+    from vqvideo.errors import require_file
+
+    require_file(path, what, f"run `dvc repro {stage}` first")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise VQVideoError(f"{what} {path} cannot be read ({' '.join(str(err).split())[:120]}); "
+                           f"re-run `dvc repro {stage}`") from None
+    missing = {"step", "split"} - set(df.columns)
+    if missing:
+        raise VQVideoError(f"{what} {path} has no {', '.join(sorted(missing))} column; re-run `dvc repro {stage}`")
+    return df
 
 
 def write_tables(ev: Evaluation, out: Path) -> None:

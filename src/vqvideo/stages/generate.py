@@ -265,12 +265,14 @@ def stage_main(params: Params, args: argparse.Namespace) -> None:
     from vqvideo.config import section_params
     from vqvideo.errors import require_file
     from vqvideo.io import staging_dir
-    from vqvideo.models.store import load_prior, load_vqvae
+    from vqvideo.models.store import check_frames_fit, load_prior, load_vqvae
 
     require_file(args.prior / tracking.RUN_FILE, "the pipeline's MLflow run record", "run `dvc repro prior` first")
     data = FrameData.open(args.frames)
     vqvae, vq_meta = load_vqvae(args.vqvae)
     prior, _ = load_prior(args.prior, vq_meta)
+    check_frames_fit(vq_meta, data.stats.get("clip_shape") or data.clips("test").shape[1:], args.frames)
+    data.clips("test")  # missing or empty: one line now, not after the models ran
     out = args.out or Path("reports/generated")
     # Written into a sibling folder, swapped in whole: a failure leaves the previous clips.
     with staging_dir(out) as tmp:

@@ -134,12 +134,30 @@ def main(args: argparse.Namespace) -> None:
     from vqvideo.config import load_params
 
     params: Params = load_params(args.params)
-    data = FrameData.open(args.frames)
+    data = check_inputs(params, args.frames)
     with distributed.session(resolve_device(params.train.device)) as info:
         if info.main:
             _main_rank(args, params, data)
         else:  # other ranks train in lockstep; rank 0 alone writes and logs
             train(params.model, params.train, data, checkpoint=args.checkpoints / "last.pt")
+
+
+def check_inputs(params: Params, frames: Path) -> FrameData:
+    """Everything train reads, checked before a run is opened or a file written."""
+    from vqvideo.errors import VQVideoError
+
+    data = FrameData.open(frames)
+    for split in ("train", "val"):
+        data.clips(split)  # raises, naming the split, when it is missing or empty
+    shape = data.stats.get("clip_shape") or data.clips("train").shape[1:]
+    c, h, w = (int(v) for v in shape[-3:])
+    want = (params.sample.channels, params.sample.size, params.sample.size)
+    if (c, h, w) != want:
+        raise VQVideoError(
+            f"{frames} holds {c}x{h}x{w} frames but params.yaml's sample section asks for "
+            f"{want[0]}x{want[1]}x{want[2]}; re-run `dvc repro sample` so the frames match"
+        )
+    return data
 
 
 def _main_rank(args: argparse.Namespace, params: Params, data: FrameData) -> None:
