@@ -344,6 +344,7 @@ def close_interrupted_runs(trials: list[FrozenTrial]) -> None:
 
     from vqvideo import tracking
 
+    tracking.setup()
     client = mlflow.MlflowClient()
     for t in trials:
         run_id = t.user_attrs.get("mlflow_run_id")
@@ -845,8 +846,9 @@ def _new_parent_run(study: optuna.Study, name: str, store: Store) -> str:
 
     from vqvideo import tracking
 
+    experiment = tracking.setup()  # first: it points MLflow at the store the client will use
     client = mlflow.MlflowClient()
-    run = tracking._retry(client.create_run, tracking.setup(), run_name=f"tune:{name}",
+    run = tracking._retry(client.create_run, experiment, run_name=f"tune:{name}",
                           tags={"optuna.study": name, "optuna.storage": store.display})
     study.set_user_attr("mlflow", {"run_id": run.info.run_id, "tracking_uri": tracking.tracking_uri()})
     return run.info.run_id
