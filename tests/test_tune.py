@@ -203,8 +203,12 @@ def test_storage_urls_resolve_against_the_root(tmp_path):
     assert T.absolute_storage_url("journal:j/x.log", tmp_path)[0] == f"journal:{tmp_path}/j/x.log"
     assert T.absolute_storage_url("journal:/abs/x.log", tmp_path)[0] == "journal:/abs/x.log"
     assert T.absolute_storage_url("sqlite:////abs/x.db", tmp_path)[0] == "sqlite:////abs/x.db"
-    pg = "postgresql://u:pw@db.example/optuna"
-    assert T.absolute_storage_url(pg, tmp_path) == (pg, "database", None)
+    # a bare postgresql:// gets the installed driver (SQLAlchemy 2.1 would insist on psycopg 3)
+    url, kind, path = T.absolute_storage_url("postgresql://u:pw@db.example/optuna", tmp_path)
+    assert url.startswith("postgresql+psycopg") and url.endswith("://u:pw@db.example/optuna")
+    assert (kind, path) == ("database", None)
+    mysql = "mysql+pymysql://u:pw@db.example/optuna"
+    assert T.absolute_storage_url(mysql, tmp_path) == (mysql, "database", None)
     with pytest.raises(ConfigError, match="not a storage URL"):
         T.absolute_storage_url("optuna.db", tmp_path)
 
@@ -274,3 +278,17 @@ def test_apply_best_refuses_invalid_values_and_leaves_params_untouched(tmp_path,
     best.write_text("just: text\n")
     with pytest.raises(VQVideoError, match="not a vqvideo best_params.yaml"):
         T.apply_best(best, params_file)
+
+
+@pytest.mark.parametrize("extra_args,expect", [
+    (["--trials", "0"], "tune.n_trials"),
+    (["--storage", "optuna.db"], "not a storage URL"),
+    (["--storage", "postgresql://vq:s3cret@127.0.0.1:9/optuna"], "cannot open tune.storage"),
+])
+def test_tune_command_errors_are_one_line(tiny_data, tmp_path, monkeypatch, capsys, extra_args, expect):
+    monkeypatch.chdir(tmp_path)
+    tiny(tmp_path)
+    code = cli(["tune", "--params", "params.yaml", "--frames", str(frames(tiny_data)), *extra_args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and expect in err and "s3cret" not in err
+    assert len(err.splitlines()) == 1

@@ -182,7 +182,7 @@ def postgres_url():
         run(str(bindir / "initdb"), "-D", str(data), "-U", "vqvideo", "-A", "trust", "--no-sync", "-E", "UTF8")
         opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-o", opts, "-w", "-t", "60", "start")
-        yield f"postgresql+psycopg2://vqvideo@127.0.0.1:{port}/postgres"
+        yield f"postgresql://vqvideo@127.0.0.1:{port}/postgres"  # the driver is picked by tune
     finally:
         with contextlib.suppress(Exception):
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
@@ -197,7 +197,7 @@ def test_two_workers_on_postgresql(tiny_data, tmp_path, postgres_url):
     assert all(t.state.is_finished() for t in trials) and T.finished(study) == 5
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
     # another "machine" sees the same study through the URL alone
-    other = optuna.load_study(study_name=study.study_name, storage=postgres_url)
+    other = optuna.load_study(study_name=study.study_name, storage=T.open_storage(postgres_url, tmp_path).storage)
     assert [t.number for t in other.trials] == list(range(5))
 
 

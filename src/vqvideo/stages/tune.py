@@ -86,7 +86,24 @@ def absolute_storage_url(url: str, root: Path) -> tuple[str, str, Path | None]:
             f"tune.storage {url!r} is not a storage URL; use sqlite:///path.db, journal:path.log "
             "or a database URL such as postgresql://user:pass@host/db"
         )
-    return url, "database", None
+    return _postgres_driver(url), "database", None
+
+
+def _postgres_driver(url: str) -> str:
+    """`postgresql://` with whichever driver is installed.
+
+    SQLAlchemy 2.1 reads a bare `postgresql://` as psycopg 3; many installs (our `postgres` extra
+    included) have psycopg2 instead. An explicit `postgresql+driver://` is left alone.
+    """
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    return url
 
 
 def open_storage(url: str, root: Path, heartbeat_s: int = 60) -> Store:
@@ -110,9 +127,9 @@ def open_storage(url: str, root: Path, heartbeat_s: int = 60) -> Store:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
                                      heartbeat_stale_trial_callback=_requeue_stale)
-    except ImportError as err:
-        raise VQVideoError(f"tune.storage {_hide_password(url)}: its database driver is missing "
-                           f"({err}); install it, e.g. pip install psycopg2-binary") from None
+    except ImportError:
+        raise VQVideoError(f"tune.storage {_hide_password(url)}: its database driver is not installed; "
+                           "for PostgreSQL: pip install -e \".[postgres]\" (psycopg2-binary)") from None
     except Exception as err:  # noqa: BLE001 - sqlalchemy/optuna raise many types for this
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise VQVideoError(f"cannot open tune.storage {_hide_password(url)} ({first[:200]}); "
@@ -463,10 +480,12 @@ class Objective:
                     raise DivergenceError("trial", step, mse)
                 if multi:  # Optuna keeps intermediate values for single-objective studies only
                     return
-                trial.report(mse, step)
+                objective = self.cfg.objectives[0]
+                value = float(row[objective])
+                trial.report(value, step)
                 # the last eval is the result itself: never prune a finished training
                 if prune and step < train_cfg.steps and trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned at step {step}: val recon MSE {mse:.5f} "
+                    raise optuna.TrialPruned(f"pruned at step {step}: val {objective} {value:.5g} "
                                              "is worse than the median of earlier trials")
 
             result = train(model_cfg, train_cfg, self.data, on_log=run.log, on_eval=on_eval)
@@ -856,13 +875,16 @@ def _new_parent_run(study: optuna.Study, name: str, store: Store) -> str:
 
 def main(args: argparse.Namespace) -> None:
     from vqvideo import tracking
-    from vqvideo.config import load_params, section_params
+    from vqvideo.config import load_params, parse_params, section_params
 
     params: Params = load_params(args.params)
     overrides = {k: v for k, v in {"n_trials": args.trials, "timeout": args.timeout,
                                    "storage": args.storage, "workers": args.workers}.items() if v is not None}
-    cfg = TuneConfig.model_validate({**params.tune.model_dump(), **overrides})
-    params = params.model_copy(update={"tune": cfg})
+    if overrides:  # validated like params.yaml itself: `--trials 0` is one clear line
+        data = params.model_dump(mode="json")
+        data["tune"].update(overrides)
+        params = parse_params(data, f"{args.params} with the command line's overrides")
+    cfg = params.tune
     root = tracking.repo_root()
     data = FrameData.open(args.frames)
     name = study_name(cfg, params.model, params.train, data)
