@@ -92,13 +92,51 @@ def describe_unexpected(err: BaseException) -> str:
             "traceback and report it if the inputs look right")
 
 
+def _check_params_early(command: str, argv: list[str], env_debug: bool) -> int | None:
+    """Validate the params file; the exit code if it is invalid, None if it is fine."""
+    from vqvideo.config import load_params
+    from vqvideo.errors import ConfigError
+
+    pre = argparse.ArgumentParser(add_help=False)
+    _common(pre)
+    known, _ = pre.parse_known_args(argv)
+    try:
+        load_params(known.params)
+    except ConfigError as err:
+        if known.debug or env_debug:
+            raise
+        print(f"vqvideo {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except UnicodeDecodeError:
+        if known.debug or env_debug:
+            raise
+        print(f"vqvideo {command}: error: {known.params} is not UTF-8 text; give a YAML params file",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:  # a folder or an unreadable file given as --params
+        if known.debug or env_debug:
+            raise
+        print(f"vqvideo {command}: error: {describe_unexpected(err)}", file=sys.stderr)
+        return EXIT_BUG
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from vqvideo.errors import VQVideoError
-    from vqvideo.utils import setup_logging
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_command_of(argv) or "").parse_args(argv)
-    debug = args.debug or os.environ.get("VQVIDEO_DEBUG", "") not in ("", "0")
+    command = _command_of(argv)
+    env_debug = os.environ.get("VQVIDEO_DEBUG", "") not in ("", "0")
+    if command in STAGES and not {"-h", "--help"} & set(argv):
+        # params.yaml first, before the stage (and torch) is even imported: a typo in it is
+        # reported in a fraction of a second, and certainly before any work is done.
+        early = _check_params_early(command, argv, env_debug)
+        if early is not None:
+            return early
+    args = build_parser(command or "").parse_args(argv)
+    debug = args.debug or env_debug
+    from vqvideo.utils import setup_logging  # imports torch: after the checks above
+
     setup_logging(debug)
     target = EXTRA_COMMANDS.get(args.command, f"vqvideo.stages.{args.command}:main")
     module_name, fn = target.split(":")

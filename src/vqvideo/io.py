@@ -202,6 +202,10 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", hint: str = "re-
         raise VQVideoError(f"{what} not found at {path}; {hint}")
     if path.stat().st_size == 0:
         raise VQVideoError(f"{what} at {path} is empty (0 bytes); delete it and {hint}")
+    if _truncated_zip(path):
+        raise VQVideoError(
+            f"{what} at {path} is truncated (an interrupted copy or download?); delete it and {hint}"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -220,6 +224,16 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint", hint: str = "re-
         else:
             reason = f"it is corrupt or not a PyTorch file: {type(err).__name__}: {first[:160]}"
         raise VQVideoError(f"{what} at {path} cannot be loaded: {reason}; delete it and {hint}") from None
+
+
+def _truncated_zip(path: Path) -> bool:
+    """torch.save writes a zip: one that starts like a zip but has no end record was cut short."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return False
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - (1 << 16) - 22))  # the end record: 22 bytes + a comment of < 64 KiB
+        return b"PK\x05\x06" not in f.read()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

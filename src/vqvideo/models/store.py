@@ -56,7 +56,7 @@ def _load(directory: str | Path, kind: str) -> tuple[Path, dict]:
     state = load_checkpoint(path, f"{NAME_OF[kind]} model", _hint(kind))
     if not isinstance(state, dict) or state.get("kind") != kind:
         raise VQVideoError(
-            f"{path} is {_what_it_is(state)}, not the {NAME_OF[kind]} model expected here; "
+            f"{path} is {_what_it_is(state)}, where a {NAME_OF[kind]} model is expected; "
             f"point the option at the folder `{STAGE_OF[kind]}` writes, or {_hint(kind)}"
         )
     missing = [k for k in ("config", "meta", "state_dict") if not isinstance(state.get(k), dict)]
@@ -78,15 +78,15 @@ def _config(cls: type, state: dict, path: Path, kind: str):  # noqa: ANN202
         raise VQVideoError(f"{path} has an unreadable config ({str(err)[:160]}); {_hint(kind)}") from None
 
 
-def _restore(model: nn.Module, state: dict, path: Path, what: str, described: str) -> None:
+def _restore(model: nn.Module, state: dict, path: Path, kind: str, described: str) -> None:
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as err:
         lines = [s.strip() for s in str(err).splitlines() if s.strip()]
         detail = next((s for s in lines if "size mismatch" in s), lines[-1] if lines else "")
         raise VQVideoError(
-            f"{path}: its weights do not fit the {what} its config describes ({described}): "
-            f"{detail[:200]}; the file is corrupt or from another version: re-run its stage"
+            f"{path}: its weights do not fit the {NAME_OF[kind]} its config describes ({described}): "
+            f"{detail[:200].rstrip('.')}; the file is corrupt or from another version: {_hint(kind)}"
         ) from None
 
 
@@ -107,7 +107,7 @@ def load_vqvae(directory: str | Path):
     except (KeyError, TypeError, ValueError):
         raise VQVideoError(f"{path} does not record its image channels: it is incomplete; {_hint('vqvae')}") from None
     model = VQVAE(cfg, channels=channels)
-    _restore(model, state, path, "VQ-VAE", describe_vqvae(cfg))
+    _restore(model, state, path, "vqvae", describe_vqvae(cfg))
     model.eval()
     meta["model_config"] = cfg.model_dump(mode="json")
     return model, meta

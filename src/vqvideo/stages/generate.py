@@ -287,6 +287,8 @@ def stage_main(params: Params, args: argparse.Namespace) -> None:
 def image_main(params: Params, args: argparse.Namespace) -> None:
     from vqvideo.models.store import load_prior, load_vqvae
 
+    if not args.image.is_file():  # before the models are loaded: seconds saved on a typo
+        raise VQVideoError(f"--image {args.image}: no such file; give the path of a PNG or JPEG image")
     cfg = image_config(params, args)
     length = args.length if args.length is not None else params.sample.clip_length
     if length < 2:
