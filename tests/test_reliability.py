@@ -137,6 +137,19 @@ def test_temporaries_of_live_writers_are_kept_and_a_parked_folder_comes_back(tmp
     assert (target / "stats.json").exists() and not parked.exists()
 
 
+def test_scratch_dir_is_removed_whatever_happens_and_cleans_after_killed_writers(tmp_path):
+    from vqvideo.io import scratch_dir
+
+    out = tmp_path / "images"
+    dead = tmp_path / f".images.{_dead_pid()}.abcd1234.tmp"
+    dead.mkdir()
+    with pytest.raises(RuntimeError), scratch_dir(out) as tmp:
+        assert not dead.exists() and tmp.parent == tmp_path
+        (tmp / "half.gif").write_bytes(b"GIF8")
+        raise RuntimeError("the writer failed")
+    assert _temporaries(tmp_path) == []
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

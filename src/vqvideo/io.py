@@ -302,3 +302,18 @@ def staging_dir(final_dir: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+@contextlib.contextmanager
+def scratch_dir(beside: str | Path) -> Iterator[Path]:
+    """A temporary folder next to `beside`, always removed on exit; the caller moves finished
+    files out of it with `os.replace` (same filesystem: atomic). Named like `staging_dir`'s, so a
+    killed writer's scratch folder is removed by the next writer of `beside`."""
+    beside = Path(beside)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(beside)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(beside), suffix=".tmp", dir=beside.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
