@@ -36,7 +36,7 @@ def build_models(params: Params, device: torch.device) -> tuple[VQVAE, CodePrior
     torch.manual_seed(0)
     vqvae = VQVAE(params.model, channels=params.sample.channels).eval().to(device)
     side = vqvae.latent_size(params.sample.size)
-    prior = CodePrior(params.prior, vqvae.quantizer.codebook.detach().cpu(), (side, side))
+    prior = CodePrior(params.prior, vqvae, (side, side))
     return vqvae, prior.eval().to(device)
 
 

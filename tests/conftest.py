@@ -105,7 +105,6 @@ def tiny_models(tiny_data, tmp_path_factory):
     meta = {"channels": 1, "image_size": params.sample.size, "fingerprint": vq.fingerprint}
     save_model(root / "vqvae", "vqvae", vq.model, params.model.model_dump(mode="json"), meta)
     pr = train_prior(params.prior, vq.model, vq.fingerprint, data)
-    shape = {"num_codes": pr.model.num_codes, "code_dim": int(pr.model.codebook.shape[1]), "grid": list(pr.model.grid)}
     save_model(root / "prior", "prior", pr.model, params.prior.model_dump(mode="json"),
-               {"shape": shape, "vqvae_fingerprint": vq.fingerprint, "fingerprint": pr.fingerprint})
+               {"shape": pr.model.shape_meta(), "vqvae_fingerprint": vq.fingerprint, "fingerprint": pr.fingerprint})
     return root

@@ -66,13 +66,12 @@ def rgb_models(tmp_path_factory) -> Path:
     params = parse_params(tiny_params_dict(sample={"channels": 3}))
     vqvae = VQVAE(params.model, channels=3).eval()
     side = vqvae.latent_size(params.sample.size)
-    prior = CodePrior(params.prior, vqvae.quantizer.codebook.detach().clone(), (side, side)).eval()
+    prior = CodePrior(params.prior, vqvae, (side, side)).eval()
     root = tmp_path_factory.mktemp("rgb_models")
     save_model(root / "vqvae", "vqvae", vqvae, params.model.model_dump(mode="json"),
                {"channels": 3, "image_size": params.sample.size, "fingerprint": "rgb"})
-    shape = {"num_codes": prior.num_codes, "code_dim": int(prior.codebook.shape[1]), "grid": [side, side]}
     save_model(root / "prior", "prior", prior, params.prior.model_dump(mode="json"),
-               {"shape": shape, "vqvae_fingerprint": "rgb", "fingerprint": "rgb-prior"})
+               {"shape": prior.shape_meta(), "vqvae_fingerprint": "rgb", "fingerprint": "rgb-prior"})
     return root
 
 

@@ -118,18 +118,31 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(1500, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    steps: int = Field(300, ge=1)
+    batch_size: int = Field(8, ge=1)  # more optimiser steps beat bigger batches in a CPU budget
+    lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(50, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0)
-    width: int = Field(128, ge=8)
+    width: int = Field(96, ge=8)
     heads: int = Field(4, ge=1)
     layers: int = Field(1, ge=1)  # attention blocks before and after the LSTM
     dropout: float = Field(0.0, ge=0, lt=1)
     patch: Literal[1, 2, 4] = 2  # codes grouped per token: fewer, richer tokens
+    # Motion search between consecutive decoded frames (models/prior.py): the largest
+    # displacement per frame it can see, in pixels, and the softness of its soft-argmin.
+    motion_radius: int = Field(6, ge=1, le=32)
+    motion_temperature: float = Field(0.002, gt=0)
+    # Photometric loss on the warped frame: a dense gradient for the flow (0 disables).
+    photometric_weight: float = Field(100.0, ge=0)
+    photometric_blur: float = Field(1.5, ge=0)
+    residual_logits: bool = False  # learned logits on top of the re-encoded warp
+    # Training on its own rollouts against exposure bias: this fraction of each batch gets its
+    # frames after the context replaced by the prior's argmax rollout, from this point of training.
+    rollout_fraction: float = Field(0.0, ge=0, le=1)
+    rollout_start: float = Field(0.3, ge=0, le=1)
+    rollout_context: int = Field(10, ge=1)
     seed: int = 0
     eval_every: int = Field(100, ge=1)
     log_every: int = Field(20, ge=1)

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint
 from vqvideo.data.clips import FrameData, to_tensor
-from vqvideo.models.prior import CodePrior
+from vqvideo.models.prior import CodePrior, gaussian_blur
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.stages.train import to_float
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
@@ -38,13 +39,46 @@ def encode_clips(vqvae: VQVAE, clips: np.ndarray, device: torch.device, batch: i
     return codes.view(n, t, *codes.shape[1:])
 
 
-def prior_loss(model: CodePrior, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher forcing: frames 0..T-2 in, frames 1..T-1 predicted; returns (loss, accuracy)."""
-    logits, _ = model(codes[:, :-1])
+@dataclass
+class Batch:
+    codes: torch.Tensor  # (B, T, h, w) inputs then targets
+    images: torch.Tensor  # (B, T, C, H, W) the codes decoded by the frozen decoder
+
+
+def prior_loss(net: torch.nn.Module, model: CodePrior, batch: Batch, inputs: torch.Tensor | None = None,
+               input_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Teacher forcing: frames 0..T-2 in, 1..T-1 predicted; cross-entropy + photometric loss.
+
+    `inputs`/`input_images` replace the input frames (own rollouts); targets stay the truth.
+    """
+    cfg = model.cfg
+    codes = batch.codes
+    inp = codes[:, :-1] if inputs is None else inputs
+    imgs = batch.images[:, :-1] if input_images is None else input_images
+    logits, _, warped, _ = net(inp, images=imgs.flatten(0, 1), return_warp=True)
     target = codes[:, 1:]
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
-    acc = (logits.argmax(-1) == target).float().mean()
-    return loss, acc
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+    out = {"ce": ce.detach(), "accuracy": (logits.argmax(-1) == target).float().mean()}
+    loss = ce
+    if cfg.photometric_weight > 0:
+        nxt = batch.images[:, 1:].flatten(0, 1)
+        photo = F.mse_loss(gaussian_blur(warped.float(), cfg.photometric_blur),
+                           gaussian_blur(nxt, cfg.photometric_blur))
+        loss = loss + cfg.photometric_weight * photo
+        out["photometric"] = photo.detach()
+    out["loss"] = loss
+    return out
+
+
+@torch.no_grad()
+def rollout_mse_frame(model: CodePrior, batch: Batch, context: int) -> float:
+    """Argmax rollout from `context` real frames: squared error per frame vs the decoded truth."""
+    t = batch.codes.shape[1]
+    if context >= t:
+        return float("nan")
+    rolled = model.rollout(batch.codes[:, :context], t - context)
+    pred = model.decode(rolled[:, context:].flatten(0, 1))
+    return float(((pred - batch.images[:, context:].flatten(0, 1)) ** 2).flatten(1).sum(1).mean())
 
 
 @dataclass
@@ -64,39 +98,62 @@ def train_prior(
     checkpoint: Path | None = None,
     on_log: Callable[[dict, int], None] | None = None,
 ) -> PriorResult:
-    device = resolve_device(cfg.device)
+    info = distributed.current()
+    device = info.device(resolve_device(cfg.device))
     dtype = resolve_precision(cfg.precision, device)
     seed_everything(cfg.seed)
+    shard = info.shard(cfg.batch_size)
+    vqvae = vqvae.to(device).eval()
     train_codes = encode_clips(vqvae, data.clips("train"), device)
     val_all = data.clips("val")
     pick = np.linspace(0, len(val_all) - 1, min(EVAL_CLIPS, len(val_all))).astype(int)
     val_codes = encode_clips(vqvae, val_all[pick], device)
-    grid = tuple(train_codes.shape[2:])
 
-    model = CodePrior(cfg, vqvae.quantizer.codebook.detach().cpu(), grid).to(device)
+    model = CodePrior(cfg, vqvae, tuple(train_codes.shape[2:])).to(device)
+    net = distributed.wrap(model, info)
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype))
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
-        items_per_step=cfg.batch_size * (train_codes.shape[1] - 1), progress_keys=("loss", "accuracy"),
+        items_per_step=cfg.batch_size * (train_codes.shape[1] - 1),
+        progress_keys=("ce", "accuracy"), writer=info.main,
     )
     train_codes = train_codes.to(device)
-    n = len(train_codes)
+    n, t = train_codes.shape[:2]
+    ctx = min(cfg.rollout_context, t - 1)
+    start = int(cfg.rollout_start * cfg.steps)
+
+    def make_batch(codes: torch.Tensor) -> Batch:
+        with autocast(device, dtype):
+            images = model.decode(codes.flatten(0, 1))
+        return Batch(codes, images.float().view(*codes.shape[:2], *images.shape[1:]))
 
     def step_fn(step: int) -> dict:
-        idx = torch.from_numpy(batch_indices(cfg.seed, step, cfg.batch_size, n)).to(device)
+        idx = torch.from_numpy(batch_indices(cfg.seed, step, cfg.batch_size, n)[shard]).to(device)
+        batch = make_batch(train_codes[idx])
+        inputs = images = None
+        n_roll = int(round(cfg.rollout_fraction * len(idx))) if step >= start and ctx < t - 1 else 0
+        if n_roll:  # own argmax rollouts as inputs after the context (exposure bias)
+            with torch.no_grad(), autocast(device, dtype):
+                rolled = model.rollout(batch.codes[:n_roll, :ctx], t - 1 - ctx)  # frames 0..T-2
+                rolled_images = model.decode(rolled[:, ctx:].flatten(0, 1)).float()
+            inputs = batch.codes[:, :-1].clone()
+            inputs[:n_roll, ctx:] = rolled[:, ctx:]
+            images = batch.images[:, :-1].clone()
+            images[:n_roll, ctx:] = rolled_images.view(n_roll, t - 1 - ctx, *rolled_images.shape[1:])
         with autocast(device, dtype):
-            loss, acc = prior_loss(model, train_codes[idx])
-        return {"loss": loss, "accuracy": acc}
+            return prior_loss(net, model, batch, inputs, images)
 
     def eval_fn() -> dict:
-        losses, accs = [], []
-        for i in range(0, len(val_codes), cfg.batch_size):
+        rows: dict[str, list[float]] = {}
+        for i in range(0, len(val_codes), max(cfg.batch_size, 16)):
+            batch = make_batch(val_codes[i : i + max(cfg.batch_size, 16)].to(device))
             with autocast(device, dtype):
-                loss, acc = prior_loss(model, val_codes[i : i + cfg.batch_size].to(device))
-            losses.append(float(loss))
-            accs.append(float(acc))
-        return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(accs))}
+                out = prior_loss(model, model, batch)
+                out["rollout_mse_frame"] = rollout_mse_frame(model, batch, ctx)
+            for k, v in out.items():
+                rows.setdefault(k, []).append(float(v))
+        return {k: float(np.mean(v)) for k, v in rows.items()}
 
     result = loop.run(step_fn, eval_fn)
     val = [r for r in result.history if r["split"] == "val"][-1]
@@ -113,32 +170,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from vqvideo import tracking
-    from vqvideo.config import load_params, section_params
-    from vqvideo.io import staging_dir, write_history, write_json
-    from vqvideo.models.serving import NextFrameLogits
-    from vqvideo.models.store import load_vqvae, num_parameters, save_model
+    from vqvideo.config import load_params
+    from vqvideo.models.store import load_vqvae
 
     params: Params = load_params(args.params)
     data = FrameData.open(args.frames)
     vqvae, vq_meta = load_vqvae(args.vqvae)
+    with distributed.session(resolve_device(params.prior.device)) as info:
+        if info.main:
+            _main_rank(args, params, data, vqvae, vq_meta)
+        else:  # other ranks train in lockstep; rank 0 alone writes and logs
+            train_prior(params.prior, vqvae, vq_meta["fingerprint"], data, checkpoint=args.checkpoints / "last.pt")
+
+
+def _main_rank(args: argparse.Namespace, params: Params, data: FrameData, vqvae: VQVAE, vq_meta: dict) -> None:
+    from vqvideo import tracking
+    from vqvideo.config import section_params
+    from vqvideo.io import staging_dir, write_history, write_json
+    from vqvideo.models.serving import NextFrameLogits
+    from vqvideo.models.store import save_model
+
     own = section_params(params, "prior")
     run_id = tracking.stage_run_id(args.vqvae / tracking.RUN_FILE, own)
     with tracking.pipeline_run(None, run_id=run_id) as run:
         tracking.log_params(own)
         result = train_prior(params.prior, vqvae, vq_meta["fingerprint"], data,
                              checkpoint=args.checkpoints / "last.pt", on_log=tracking.log_metrics)
+        trainable = sum(q.numel() for q in result.model.parameters() if q.requires_grad)
         summary = {
-            "parameters": num_parameters(result.model),
+            "parameters": trainable,  # the frozen VQ-VAE inside is counted with the VQ-VAE
             "train_seconds": result.loop.train_seconds,
             "frames_per_second": result.loop.last_phase_items_per_s,
             "steps": params.prior.steps,
             "resumed_from_step": result.loop.resumed_from,
+            "processes": distributed.current().world,
             "val": result.val,
         }
-        shape = {"num_codes": result.model.num_codes, "code_dim": int(result.model.codebook.shape[1]),
-                 "grid": list(result.model.grid)}
-        meta = {"shape": shape, "vqvae_fingerprint": vq_meta["fingerprint"], "fingerprint": result.fingerprint, **summary}
+        meta = {"shape": result.model.shape_meta(), "vqvae_fingerprint": vq_meta["fingerprint"], "fingerprint": result.fingerprint, **summary}
         with staging_dir(args.model_dir) as tmp:
             save_model(tmp, "prior", result.model, params.prior.model_dump(mode="json"), meta)
             write_json(tmp / "summary.json", summary)
@@ -151,4 +219,5 @@ def main(args: argparse.Namespace) -> None:
         h, w = result.model.grid
         example = torch.zeros(1, 2, h, w, dtype=torch.int64)
         tracking.log_torch_model(NextFrameLogits(result.model), "prior", example.numpy())
-    log.info("prior: val loss %.3f, accuracy %.3f -> %s", result.val["loss"], result.val["accuracy"], args.model_dir)
+    log.info("prior: val CE %.3f, accuracy %.3f, rollout error %.1f per frame -> %s", result.val["ce"],
+             result.val["accuracy"], result.val.get("rollout_mse_frame", float("nan")), args.model_dir)
