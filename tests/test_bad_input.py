@@ -332,7 +332,7 @@ def test_truncated_model_file(ws, tmp):
 @pytest.mark.slow
 def test_prior_model_given_as_the_vqvae(ws, tmp):
     res = run_stage("evaluate", ws, tmp, vqvae=ws / "models/prior")
-    assert_refused(res, "evaluate", "is a prior model, not the VQ-VAE model", "dvc repro train")
+    assert_refused(res, "evaluate", "is a prior model, where a VQ-VAE model is expected", "dvc repro train")
 
 
 @pytest.mark.slow

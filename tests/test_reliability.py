@@ -127,13 +127,15 @@ def test_temporaries_of_live_writers_are_kept_and_a_parked_folder_comes_back(tmp
     dead_pid = _dead_pid()
     dead = tmp_path / f".frames.{dead_pid}.abcd1234.tmp"
     dead.mkdir()
-    other = tmp_path / f".frames2.{dead_pid}.abcd1234.tmp"  # another output's: not ours to touch
-    other.mkdir()
+    other = tmp_path / f".index.csv.{dead_pid}.abcd1234.csv.tmp"  # another output's: garbage too
+    other.write_text("half a csv")
     parked = tmp_path / ".frames.old"  # a swap killed between its two renames
     parked.mkdir()
     (parked / "stats.json").write_text("{}")
-    clean_stale(target)
-    assert live.exists() and other.exists() and not dead.exists()
+    kept = tmp_path / ".gitignore"  # not a temporary at all
+    kept.write_text("/frames\n")
+    assert sorted(clean_stale(target)) == sorted([dead, other])
+    assert live.exists() and kept.exists()
     assert (target / "stats.json").exists() and not parked.exists()
 
 
@@ -213,7 +215,7 @@ def test_sigterm_stops_train_cleanly_and_a_rerun_resumes(tiny_data, tmp_path):
     assert err.strip().splitlines()[-1] == "vqvideo train: interrupted; re-run to resume from the last checkpoint"
     assert "Traceback" not in err
     run_id = json.loads((tmp_path / "ckpt/run.json").read_text())["run_id"]
-    assert mlflow.MlflowClient().get_run(run_id).info.status == "KILLED"
+    assert mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status == "KILLED"
     assert not (tmp_path / "vqvae").exists() and _temporaries(tmp_path / "ckpt") == []
     step = torch.load(tmp_path / "ckpt/last.pt", weights_only=True)["step"]
     assert step >= 5
@@ -222,7 +224,7 @@ def test_sigterm_stops_train_cleanly_and_a_rerun_resumes(tiny_data, tmp_path):
     subprocess.run(cmd, check=True, env=_env(), capture_output=True, timeout=600)
     summary = json.loads((tmp_path / "vqvae/summary.json").read_text())
     assert summary["resumed_from_step"] >= step
-    run = mlflow.MlflowClient().get_run(run_id)
+    run = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
 
 

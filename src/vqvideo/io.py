@@ -47,33 +47,46 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(path: str | Path) -> list[Path]:
-    """Remove the temporaries that killed writers of `path` left beside it; return them.
+# `.<output name>.<pid>.<8 random chars from mkstemp><suffix>`: every temporary made here
+_TEMP = re.compile(r"^\.(.+?)\.(\d+)\.[a-z0-9_]{8}")
+_PARKED = re.compile(r"^\.(.+)\.old$")
+_CLEANED: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
 
-    A temporary of a live process (another writer of the same output, or this one) is kept.
-    A folder swap killed between its two renames is finished here: the previous version,
-    parked as `.<name>.old`, goes back into place.
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Remove the temporaries killed writers left in `path`'s folder; return them.
+
+    A temporary of a live process (another writer, or this one) is kept. A folder swap killed
+    between its two renames is finished here: the previous version, parked as `.<name>.old`,
+    goes back into place.
     """
-    path = Path(path)
-    parent = path.parent
+    parent = Path(path).parent
     if not parent.is_dir():
         return []
-    # `.<name>.<pid>.<8 random chars from mkstemp>...`
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}")
     removed = []
     for entry in parent.iterdir():
-        m = pattern.match(entry.name)
-        if not m or _pid_alive(int(m.group(1))):
+        m = _TEMP.match(entry.name)
+        if m and not _pid_alive(int(m.group(2))):
+            _remove(entry)
+            removed.append(entry)
             continue
-        _remove(entry)
-        removed.append(entry)
-    old = parent / f".{path.name}.old"
-    if old.exists() and not path.exists():
-        os.replace(old, path)
-        log.warning("restored %s: the previous writer was killed while swapping it", path)
+        m = _PARKED.match(entry.name)
+        if m and not (parent / m.group(1)).exists():
+            os.replace(entry, parent / m.group(1))
+            log.warning("restored %s: the previous writer was killed while swapping it", parent / m.group(1))
     if removed:
-        log.info("removed %d temporary file(s) a killed writer left beside %s", len(removed), path)
+        log.info("removed %d temporary file(s) that killed writers left in %s", len(removed), parent)
     return removed
+
+
+def _clean_once(path: Path) -> None:
+    """`clean_stale` for the first write into a folder: a later one would find nothing new (a
+    writer killed meanwhile is another process's to clean), and collect writes thousands of
+    files into one folder, where a scan per file would cost O(n^2)."""
+    key = (os.getpid(), str(path.parent.resolve()))
+    if key not in _CLEANED:
+        _CLEANED.add(key)
+        clean_stale(path)
 
 
 def _remove(p: Path) -> None:
@@ -102,7 +115,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(path)
+    _clean_once(path)
     fd, tmp = tempfile.mkstemp(
         prefix=_tmp_prefix(path), suffix=suffix if suffix is not None else path.suffix + ".tmp",
         dir=path.parent,
@@ -294,7 +307,7 @@ def staging_dir(final_dir: str | Path) -> Iterator[Path]:
     """A temporary sibling folder to fill; swapped onto `final_dir` when the block succeeds."""
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(final_dir)
+    _clean_once(final_dir)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final_dir), suffix=".tmp", dir=final_dir.parent))
     try:
         yield tmp
@@ -311,7 +324,7 @@ def scratch_dir(beside: str | Path) -> Iterator[Path]:
     killed writer's scratch folder is removed by the next writer of `beside`."""
     beside = Path(beside)
     beside.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(beside)
+    _clean_once(beside)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(beside), suffix=".tmp", dir=beside.parent))
     try:
         yield tmp
