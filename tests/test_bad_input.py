@@ -99,6 +99,7 @@ OUTPUTS = {  # option -> output the stage writes (relative to the case's output 
     "generate": {"--out": "generated"},
     "evaluate": {"--metrics": "rep/metrics.json", "--plots": "rep/plots", "--tables": "rep/eval",
                  "--summary": "rep/summary.md"},
+    "tune": {"--out": "tuning"},
 }
 
 
@@ -113,6 +114,7 @@ def _inputs(ws: Path) -> dict[str, dict[str, Path]]:
         "evaluate": {"--frames": f, "--vqvae": v, "--prior": p, "--generated": ws / "generated",
                      "--train-history": ws / "reports/train/history.csv",
                      "--prior-history": ws / "reports/prior/history.csv"},
+        "tune": {"--frames": f},
     }
 
 
@@ -293,6 +295,15 @@ def test_train_on_an_empty_val_split(ws, tmp):
     frames = _frames_with(ws, tmp / "frames", "val", clips[:0])
     res = run_stage("train", ws, tmp, frames=frames)
     assert_refused(res, "train", "val split", "empty", "sample.val_fraction")
+
+
+@pytest.mark.slow
+def test_tune_on_an_empty_val_split(ws, tmp):
+    clips = np.load(ws / "data/frames/val.npy")
+    frames = _frames_with(ws, tmp / "frames", "val", clips[:0])
+    res = run_stage("tune", ws, tmp, frames=frames)
+    assert_refused(res, "tune", "val split", "empty")
+    assert not (tmp / "optuna").exists()  # no study storage was created either (cwd is the root here)
 
 
 @pytest.mark.slow
