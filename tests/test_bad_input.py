@@ -369,8 +369,8 @@ def test_prior_of_another_codebook_size(ws, tmp):
 def test_prior_of_another_architecture(ws, tmp):
     other = _vqvae_file(tmp / "seed", ws, arch="seed")  # same codebook, pools by 8 not 4
     res = run_stage("generate", ws, tmp, vqvae=other)
-    assert_refused(res, "generate", "trained on another VQ-VAE", "16x16 code grid there, 8x8 here (arch seed)",
-                   "dvc repro prior")
+    assert_refused(res, "generate", "trained on another VQ-VAE", "arch resnet there, seed here",
+                   "16x16 code grid there, 8x8 here", "dvc repro prior")
 
 
 @pytest.mark.slow

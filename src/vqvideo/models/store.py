@@ -113,6 +113,10 @@ def load_vqvae(directory: str | Path):
     return model, meta
 
 
+# the VQ-VAE settings that change what a prior sees, in the order a user thinks of them
+_SHAPE_KEYS = ("arch", "codebook_size", "code_dim", "downsample", "hidden", "res_blocks")
+
+
 def _prior_mismatch(shape: dict, vqvae_meta: dict) -> str:
     """What differs between the VQ-VAE a prior was trained on and the one given now, in words."""
     cfg = vqvae_meta.get("model_config")
@@ -120,17 +124,23 @@ def _prior_mismatch(shape: dict, vqvae_meta: dict) -> str:
         return "its codebook or weights differ"
     vq = ModelConfig(**cfg)
     diffs = []
-    if int(shape.get("num_codes", -1)) != vq.codebook_size:
-        diffs.append(f"codebook_size {shape.get('num_codes')} there, {vq.codebook_size} here")
-    if int(shape.get("code_dim", -1)) != vq.code_dim:
-        diffs.append(f"code_dim {shape.get('code_dim')} there, {vq.code_dim} here")
+    theirs = shape.get("vqvae_config")
+    if isinstance(theirs, dict):  # recorded by the prior: name every setting that differs
+        for key in _SHAPE_KEYS:
+            if key in theirs and theirs[key] != getattr(vq, key):
+                diffs.append(f"{key} {theirs[key]} there, {getattr(vq, key)} here")
+    else:
+        if "num_codes" in shape and int(shape["num_codes"]) != vq.codebook_size:
+            diffs.append(f"codebook_size {shape['num_codes']} there, {vq.codebook_size} here")
+        if "code_dim" in shape and int(shape["code_dim"]) != vq.code_dim:
+            diffs.append(f"code_dim {shape['code_dim']} there, {vq.code_dim} here")
     size = vqvae_meta.get("image_size")
     factor = 8 if vq.arch == "seed" else vq.downsample
     grid = list(shape.get("grid", []))
     if size and grid and grid != [int(size) // factor] * 2:
         here = int(size) // factor
-        diffs.append(f"a {grid[0]}x{grid[1]} code grid there, {here}x{here} here (arch {vq.arch})")
-    return "; ".join(diffs) or f"same shapes ({describe_vqvae(vq)}) but other weights"
+        diffs.append(f"a {grid[0]}x{grid[1]} code grid there, {here}x{here} here")
+    return "; ".join(diffs) or f"the same settings ({describe_vqvae(vq)}) but other weights"
 
 
 def load_prior(directory: str | Path, vqvae_meta: dict | None = None):
