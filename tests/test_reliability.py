@@ -390,3 +390,62 @@ def test_apply_best_never_runs_a_yaml_tag_in_params(tmp_path):
     assert len([ln for ln in res.stderr.splitlines() if ln.strip()]) == 1, res.stderr
     assert not marker.exists()
     assert params.read_text() == text  # untouched
+
+
+# ---------------------------------------------------------------- the prior resumes like train
+
+
+@pytest.mark.slow
+def test_killed_prior_resumes_bit_for_bit(tiny_data, tiny_models, tmp_path):
+    """SIGKILL `vqvideo prior` after a checkpoint, run it again: the same weights as a run never
+    killed (CPU), the same MLflow run, and the summary says where it resumed."""
+    import shutil
+
+    import mlflow
+
+    from vqvideo import tracking
+
+    vqvae = tmp_path / "vqvae"
+    shutil.copytree(tiny_models / "vqvae", vqvae)
+    with tracking.pipeline_run(None, new=True, run_name="pipeline") as run:
+        tracking.record_run(vqvae / tracking.RUN_FILE, run)
+    params = write_params(tmp_path / "params.yaml", tiny_params_dict(
+        prior={"steps": 40, "checkpoint_every": 3, "eval_every": 20, "log_every": 4}))
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "vqvideo", "prior", "--params", str(params), "--frames",
+                str(tiny_data / "frames"), "--vqvae", str(vqvae), "--model-dir", str(out / "prior"),
+                "--checkpoints", str(out / "ckpt"), "--history", str(out / "history.csv")]
+
+    ref = subprocess.run(cmd(tmp_path / "ref"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cmd(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def checkpointed() -> bool:
+        try:
+            return torch.load(out / "ckpt/last.pt", weights_only=True)["step"] >= 6
+        except (FileNotFoundError, RuntimeError, EOFError):
+            return False
+
+    _wait_for(checkpointed, proc, "a checkpoint at step 6")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "prior").exists()
+    killed_at = torch.load(out / "ckpt/last.pt", weights_only=True)["step"]
+    assert killed_at < 40, "the run finished before it could be killed; raise prior.steps"
+
+    again = subprocess.run(cmd(out), env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((out / "prior/summary.json").read_text())
+    assert summary["resumed_from_step"] >= killed_at
+    a = torch.load(tmp_path / "ref/prior/model.pt", weights_only=True)["state_dict"]
+    b = torch.load(out / "prior/model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    ids = {json.loads((d / "prior" / tracking.RUN_FILE).read_text())["run_id"] for d in (tmp_path / "ref", out)}
+    assert ids == {run.info.run_id}  # both logged into the pipeline's run, no second run
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
