@@ -121,21 +121,25 @@ def test_outputs_killed_mid_write_are_the_old_or_the_new_version(tmp_path):
 
 
 def test_temporaries_of_live_writers_are_kept_and_a_parked_folder_comes_back(tmp_path):
+    from vqvideo.io import _HOST
+
     target = tmp_path / "frames"
-    live = tmp_path / f".frames.{os.getpid()}.abcd1234.tmp"  # this process: alive
+    live = tmp_path / f".frames.{os.getpid()}.{_HOST}.abcd1234.tmp"  # this process: alive
     live.mkdir()
     dead_pid = _dead_pid()
-    dead = tmp_path / f".frames.{dead_pid}.abcd1234.tmp"
+    dead = tmp_path / f".frames.{dead_pid}.{_HOST}.abcd1234.tmp"
     dead.mkdir()
-    other = tmp_path / f".index.csv.{dead_pid}.abcd1234.csv.tmp"  # another output's: garbage too
+    other = tmp_path / f".index.csv.{dead_pid}.{_HOST}.abcd1234.csv.tmp"  # another output's: garbage too
     other.write_text("half a csv")
+    elsewhere = tmp_path / f".frames.{dead_pid}.0badc0de.abcd1234.tmp"  # another machine's pid
+    elsewhere.mkdir()
     parked = tmp_path / ".frames.old"  # a swap killed between its two renames
     parked.mkdir()
     (parked / "stats.json").write_text("{}")
     kept = tmp_path / ".gitignore"  # not a temporary at all
     kept.write_text("/frames\n")
     assert sorted(clean_stale(target)) == sorted([dead, other])
-    assert live.exists() and kept.exists()
+    assert live.exists() and kept.exists() and elsewhere.exists()
     assert (target / "stats.json").exists() and not parked.exists()
 
 
@@ -143,7 +147,9 @@ def test_scratch_dir_is_removed_whatever_happens_and_cleans_after_killed_writers
     from vqvideo.io import scratch_dir
 
     out = tmp_path / "images"
-    dead = tmp_path / f".images.{_dead_pid()}.abcd1234.tmp"
+    from vqvideo.io import _HOST
+
+    dead = tmp_path / f".images.{_dead_pid()}.{_HOST}.abcd1234.tmp"
     dead.mkdir()
     with pytest.raises(RuntimeError), scratch_dir(out) as tmp:
         assert not dead.exists() and tmp.parent == tmp_path

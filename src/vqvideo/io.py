@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +34,13 @@ from vqvideo.errors import VQVideoError
 log = logging.getLogger(__name__)
 
 
+# Which machine wrote a temporary: on a shared filesystem another host's process ids mean
+# nothing here, so its temporaries are never taken for a dead writer's.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def _tmp_prefix(path: Path) -> str:
-    return f".{path.name}.{os.getpid()}."
+    return f".{path.name}.{os.getpid()}.{_HOST}."
 
 
 def _pid_alive(pid: int) -> bool:
@@ -47,8 +53,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-# `.<output name>.<pid>.<8 random chars from mkstemp><suffix>`: every temporary made here
-_TEMP = re.compile(r"^\.(.+?)\.(\d+)\.[a-z0-9_]{8}")
+# `.<output name>.<pid>.<host>.<8 random chars from mkstemp><suffix>`: every temporary made here
+_TEMP = re.compile(r"^\.(.+?)\.(\d+)\.([0-9a-f]{8})\.[a-z0-9_]{8}")
 _PARKED = re.compile(r"^\.(.+)\.old$")
 _CLEANED: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
 
@@ -56,9 +62,9 @@ _CLEANED: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this 
 def clean_stale(path: str | Path) -> list[Path]:
     """Remove the temporaries killed writers left in `path`'s folder; return them.
 
-    A temporary of a live process (another writer, or this one) is kept. A folder swap killed
-    between its two renames is finished here: the previous version, parked as `.<name>.old`,
-    goes back into place.
+    A temporary of a live process (another writer, or this one) or of another machine is kept.
+    A folder swap killed between its two renames is finished here: the previous version, parked
+    as `.<name>.old`, goes back into place.
     """
     parent = Path(path).parent
     if not parent.is_dir():
@@ -66,7 +72,7 @@ def clean_stale(path: str | Path) -> list[Path]:
     removed = []
     for entry in parent.iterdir():
         m = _TEMP.match(entry.name)
-        if m and not _pid_alive(int(m.group(2))):
+        if m and m.group(3) == _HOST and not _pid_alive(int(m.group(2))):
             _remove(entry)
             removed.append(entry)
             continue
