@@ -140,7 +140,7 @@ class PriorConfig(Section):
     residual_logits: bool = False  # learned logits on top of the re-encoded warp
     # Training on its own rollouts against exposure bias: this fraction of each batch gets its
     # frames after the context replaced by the prior's argmax rollout, from this point of training.
-    rollout_fraction: float = Field(0.0, ge=0, le=1)
+    rollout_fraction: float = Field(0.5, ge=0, le=1)
     rollout_start: float = Field(0.3, ge=0, le=1)
     rollout_context: int = Field(10, ge=1)
     seed: int = 0
