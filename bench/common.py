@@ -1,18 +1,30 @@
-"""Shared by the benchmarks: a timer and one table of figure | reference | ratio.
+"""Shared by the benchmarks: a timer, one table of figure | reference | ratio, and helpers.
 
 Every figure is printed beside a reference measured in the same run on the same machine, so a
-busy or slow machine shifts both and the ratio stays meaningful.
+busy or slow machine shifts both and the ratio stays meaningful. Each bench module exposes
+`TITLE` and `rows(quick=False, ...) -> list[Row]`; `run_all.py` gathers them into one table.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import io
 import os
+import platform
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -41,10 +53,14 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def format_table(rows: list[Row]) -> str:
+def format_table(rows: list[Row], groups: list[str] | None = None) -> str:
+    """A markdown table; `groups` (one per row) adds a leading column naming each row's benchmark."""
     head = ("figure", "value", "reference", "ref value", "unit", "ratio", "target", "met")
     body = [(r.figure, _fmt(r.value), r.reference, _fmt(r.ref_value), r.unit, f"{r.ratio:.3f}",
              r.target, r.met) for r in rows]
+    if groups is not None:
+        head = ("bench", *head)
+        body = [(g, *b) for g, b in zip(groups, body)]
     widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
 
     def line(cells) -> str:
@@ -59,11 +75,24 @@ def print_table(title: str, rows: list[Row]) -> None:
     print(format_table(rows))
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    """One line naming what the numbers were measured on."""
+    """One line naming what the numbers were measured on, and how busy it was."""
     threads = torch.get_num_threads()
     omp = os.environ.get("OMP_NUM_THREADS", "unset")
-    return f"torch {torch.__version__}, {threads} thread(s) (OMP_NUM_THREADS={omp}), {os.cpu_count()} CPUs"
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu_model()}, {os.cpu_count()} CPUs{load}{gpu}; torch {torch.__version__}, "
+            f"{threads} thread(s) (OMP_NUM_THREADS={omp}); Python {platform.python_version()}")
 
 
 def median_time(fn: Callable[[], object], *, warmup: int = 2, repeat: int = 7) -> float:
@@ -96,3 +125,74 @@ def matmul_flops(n: int = 2048, dtype: torch.dtype = torch.float32, repeat: int 
     """FLOP/s of an n x n matmul: the machine's practical ceiling for dense math."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     return 2 * n**3 / median_time(lambda: a @ b, warmup=1, repeat=repeat)
+
+
+# ---------------------------------------------------------------- peak memory of a child process
+
+# Appended to a child's code: prints the process's peak RSS in KiB as its last stdout line.
+# VmHWM is this process image's own peak; ru_maxrss would also count the parent's RSS at fork
+# time, which Linux carries across exec (and the benchmark's own process is big).
+PRINT_PEAK = """
+try:
+    _status = open("/proc/self/status").read()
+    print(next(l.split()[1] for l in _status.splitlines() if l.startswith("VmHWM:")))
+except OSError:
+    import resource
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def child_peak_mib(code: str, *args: str) -> float:
+    """Run `code` in a fresh Python with `args` as sys.argv[1:]; its peak RSS in MiB."""
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    out = subprocess.run([sys.executable, "-c", code + PRINT_PEAK, *map(str, args)],
+                         capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"benchmark child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return int(out.stdout.split()[-1]) / 1024
+
+
+# ---------------------------------------------------------------- shared inputs
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Swallow stderr (progress bars the stages draw with an explicit `disable=`)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+_WORK: list[Path] = []
+
+
+def work_dir() -> Path:
+    """One temporary folder per process, shared by the benchmarks and removed at exit."""
+    if not _WORK:
+        _WORK.append(Path(tempfile.mkdtemp(prefix="vqvideo_bench_")))
+        atexit.register(shutil.rmtree, _WORK[0], True)
+    return _WORK[0]
+
+
+QUICK_VIDEOS = 40  # Moving Digits videos in --quick mode (the default params collect 500)
+_FRAMES: dict[tuple[bool, Path], Path] = {}
+
+
+def default_frames(quick: bool, params_path: Path = REPO / "params.yaml") -> Path:
+    """data/frames of the default params (Moving Digits), made by the real collect and sample
+    stages in the shared temporary folder, once per process; --quick collects fewer videos."""
+    from vqvideo.config import load_params
+    from vqvideo.stages.collect import collect
+    from vqvideo.stages.sample import sample
+    from vqvideo.utils import resolve_workers
+
+    key = (quick, Path(params_path).resolve())
+    if key not in _FRAMES:
+        params = load_params(params_path)
+        root = Path(tempfile.mkdtemp(prefix="digits_", dir=work_dir()))
+        cfg = params.collect.model_copy(update={"num_videos": QUICK_VIDEOS} if quick else {})
+        with quiet():
+            collect(cfg, root / "raw", workers=resolve_workers(cfg.workers))
+            sample(params.sample, root / "raw", root / "frames", workers=resolve_workers(params.sample.workers))
+        _FRAMES[key] = root / "frames"
+    return _FRAMES[key]
+
