@@ -7,7 +7,9 @@ reference is a 2048x2048 fp32 matmul timed in the same run (target: the fp32 ste
 least 0.3 of its FLOP/s). Also printed: bf16 autocast + channels-last against fp32, and the step
 split into data (batch gather + uint8 -> float) and compute.
 
-    OMP_NUM_THREADS=1 python bench/bench_train_step.py [--repeat 5] [--arch resnet]
+    OMP_NUM_THREADS=1 python bench/bench_train_step.py [--repeat 5] [--arch resnet] [--quick]
+
+`rows()` returns the table's rows, for bench/run_all.py.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from vqvideo.stages.train import to_float  # noqa: E402
 from vqvideo.training import batch_indices  # noqa: E402
 
 BATCH, SIZE = 64, 64  # the default train.batch_size and sample.size
+TITLE = "train step: achieved FLOP/s vs a large matmul"
 
 
 def moving_digits_frames(videos: int = 40, frames: int = 40) -> torch.Tensor:
@@ -81,41 +84,49 @@ class Step:
         return counter.get_total_flops()
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--arch", choices=["resnet", "seed"], default="resnet")
-    args = p.parse_args()
-
-    cfg = ModelConfig(arch=args.arch)  # the default params' model
-    frames = moving_digits_frames()
+def rows(quick: bool = False, *, repeat: int = 5, arch: str = "resnet", verbose: bool = False) -> list[Row]:
+    """The step in fp32, fp32 channels-last and bf16 channels-last, interleaved; quick: one round."""
+    cfg = ModelConfig(arch=arch)  # the default params' model
+    frames = moving_digits_frames(videos=4 if quick else 40)
+    if quick:
+        repeat = 1
     steps = {
         "fp32": Step(cfg, frames, bf16=False, channels_last=False),
         "fp32_cl": Step(cfg, frames, bf16=False, channels_last=True),
         "bf16_cl": Step(cfg, frames, bf16=True, channels_last=True),
     }
     flops = steps["fp32"].flops()
-    t = interleaved_times(steps, warmup=1, repeat=args.repeat)
+    t = interleaved_times(steps, warmup=0 if quick else 1, repeat=repeat)
     fastest = min(t, key=t.get)
     data_t = interleaved_times({"data": steps[fastest].data}, warmup=2, repeat=20)["data"]
-    peak = matmul_flops(2048, torch.float32)
-    peak_bf16 = matmul_flops(2048, torch.bfloat16)
+    peak = matmul_flops(2048, torch.float32, repeat=2 if quick else 5)
+    peak_bf16 = matmul_flops(2048, torch.bfloat16, repeat=2 if quick else 5)
     best_fp32 = min(t["fp32"], t["fp32_cl"])
-
-    print(f"VQ-VAE train step, arch={args.arch}, batch {BATCH}x1x{SIZE}x{SIZE}, "
-          f"{flops / 1e9:.2f} GFLOP per step (fwd+bwd); {machine()}")
-    for k, v in t.items():
-        print(f"  {k:8s} {v * 1e3:8.1f} ms/step  {BATCH / v:7.1f} frames/s")
-    print_table(f"train step ({args.arch})", [
-        Row("fp32 step FLOP/s", flops / best_fp32 / 1e9, "2048^2 fp32 matmul", peak / 1e9, "GFLOP/s",
-            ">= 0.3"),
+    if verbose:
+        print(f"VQ-VAE train step, arch={arch}, batch {BATCH}x1x{SIZE}x{SIZE}, "
+              f"{flops / 1e9:.2f} GFLOP per step (fwd+bwd); {machine()}")
+        for k, v in t.items():
+            print(f"  {k:8s} {v * 1e3:8.1f} ms/step  {BATCH / v:7.1f} frames/s")
+    return [
+        Row(f"fp32 step FLOP/s ({arch}, {flops / 1e9:.1f} GFLOP fwd+bwd)", flops / best_fp32 / 1e9,
+            "2048^2 fp32 matmul", peak / 1e9, "GFLOP/s", ">= 0.3"),
         Row("bf16+channels-last step FLOP/s", flops / t["bf16_cl"] / 1e9, "2048^2 bf16 matmul",
             peak_bf16 / 1e9, "GFLOP/s"),
         Row("bf16+channels-last step", t["bf16_cl"] * 1e3, "fp32 NCHW step", t["fp32"] * 1e3, "ms"),
         Row("fp32 channels-last step", t["fp32_cl"] * 1e3, "fp32 NCHW step", t["fp32"] * 1e3, "ms"),
         Row(f"data (gather + uint8->float), {fastest}", data_t * 1e3, f"whole step, {fastest}",
             t[fastest] * 1e3, "ms"),
-    ])
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--arch", choices=["resnet", "seed"], default="resnet")
+    p.add_argument("--quick", action="store_true", help="fewer frames and one timed round, to check it runs")
+    args = p.parse_args()
+    table = rows(args.quick, repeat=args.repeat, arch=args.arch, verbose=True)
+    print_table(f"{TITLE} ({args.arch})", table)
 
 
 if __name__ == "__main__":
