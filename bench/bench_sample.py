@@ -1,7 +1,7 @@
 """The sample stage's speed against a bare OpenCV decode loop over the same files.
 
     OMP_NUM_THREADS=1 python bench/bench_sample.py            # a few minutes on 2 busy cores
-    OMP_NUM_THREADS=1 python bench/bench_sample.py --quick    # smaller inputs, to check it runs
+    OMP_NUM_THREADS=1 python bench/bench_sample.py --quick    # tiny inputs, one round: to check it runs
 
 For each input set it collects the videos once, then times, interleaved so a neighbour's burst
 hits all alike (median of --repeat runs), both wall clock and CPU time (user + system, workers
@@ -12,6 +12,7 @@ included), since on a shared machine the wall-clock rates swing with the neighbo
   1 worker  the whole `sample()` call (decode, crop, resize, clip rows, index, stats) serially
   2 workers the same with sample.workers=2
 Rates are source frames per second; targets: 1 worker >= 0.8x raw, 2 workers >= 1.6x raw.
+`rows()` returns both tables' rows (wall clock, then CPU time), for bench/run_all.py.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from vqvideo.config import CollectConfig, SampleConfig  # noqa: E402
 from vqvideo.stages.collect import collect  # noqa: E402
 from vqvideo.stages.sample import sample  # noqa: E402
 
+TITLE = "sample: the stage vs a bare OpenCV read loop"
+
 
 def raw_decode(files: list[Path], threads: int = 1) -> int:
     """A bare read loop. threads=1 holds FFmpeg's decoder to one thread, as the stage does
@@ -56,8 +59,8 @@ def raw_decode(files: list[Path], threads: int = 1) -> int:
 
 def make_sets(root: Path, quick: bool) -> dict[str, tuple[Path, int]]:
     """{name: (raw dir, channels)} collected by the real collect stage."""
-    frames = 120 if quick else 300
-    count = 2 if quick else 4
+    frames = 30 if quick else 300
+    count = 2 if quick else 4  # two videos at least, so that 2 workers run in parallel
     sets = {}
     src = root / "src_640x360"
     for i in range(count):
@@ -70,7 +73,7 @@ def make_sets(root: Path, quick: bool) -> dict[str, tuple[Path, int]]:
         write_video(src / f"shapes{i}.avi", moving_shapes(frames=frames, width=256, height=256, seed=i))
     collect(CollectConfig(source="folder", path=str(src)), root / "raw_256", workers=2)
     sets["256x256 FFV1, RGB"] = (root / "raw_256", 3)
-    n = 100 if quick else 500
+    n = 20 if quick else 500
     collect(CollectConfig(num_videos=n, frames_per_video=40), root / "raw_digits", workers=2)
     sets[f"Moving Digits {n}x40 64x64 FFV1, gray"] = (root / "raw_digits", 1)
     return sets
@@ -85,20 +88,20 @@ def timed(fn) -> tuple[float, float]:  # noqa: ANN001
     return w, cpu
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-
-    root = Path(args.dir or tempfile.mkdtemp(prefix="bench_sample_"))
+def rows(quick: bool = False, *, repeat: int = 3, work: Path | None = None) -> list[Row]:
+    """Wall-clock rows (the targets), then CPU-time rows (unit frames/CPU-s); quick: one round."""
+    if quick:
+        repeat = 1
+    root = Path(work or tempfile.mkdtemp(prefix="bench_sample_"))
     root.mkdir(parents=True, exist_ok=True)
-    load0 = os.getloadavg()
-    print(f"# bench_sample: {os.cpu_count()} CPUs, load average {load0[0]:.2f} (1 min) before, "
-          f"OpenCV {cv2.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    sets = make_sets(root, args.quick)
+    try:
+        return _measure(make_sets(root, quick), root, repeat)
+    finally:
+        if work is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _measure(sets: dict[str, tuple[Path, int]], root: Path, repeat: int) -> list[Row]:
     wall_rows: list[Row] = []
     cpu_rows: list[Row] = []
     for name, (raw, channels) in sets.items():
@@ -115,10 +118,11 @@ def main() -> None:
 
         fns = {"raw": partial(raw_decode, files), "raw-mt": partial(raw_decode, files, 0),
                "w1": partial(stage, 1), "w2": partial(stage, 2)}
-        assert raw_decode(files) == frames  # also the warm-up: files in the page cache
+        if raw_decode(files) != frames:  # also the warm-up: files in the page cache
+            raise RuntimeError(f"{name}: the read loop saw another frame count than the manifest's {frames}")
         stage(1)
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
-        for _ in range(args.repeat):  # interleaved, so a neighbour's burst hits all alike
+        for _ in range(repeat):  # interleaved, so a neighbour's burst hits all alike
             for k, fn in fns.items():
                 times[k].append(timed(fn))
         wall = {k: statistics.median(w for w, _ in v) for k, v in times.items()}
@@ -128,16 +132,32 @@ def main() -> None:
         for k, target in (("w1", ">= 0.8"), ("w2", ">= 1.6")):
             label = f"{name}: sample, {k[1]} worker{'s' if k == 'w2' else ''}"
             wall_rows.append(Row(label, frames / wall[k], "raw decode", frames / wall["raw"], "frames/s", target))
-            cpu_rows.append(Row(label, frames / cpu[k], "raw decode", frames / cpu["raw"], "frames/CPU-s", ">= 0.8"))
+            cpu_rows.append(Row(f"{label}, CPU time", frames / cpu[k], "raw decode, CPU time", frames / cpu["raw"],
+                                "frames/CPU-s", ">= 0.8"))
         for old in root.glob("frames*"):
             shutil.rmtree(old)
+    return wall_rows + cpu_rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    load0 = os.getloadavg()
+    print(f"# bench_sample: {os.cpu_count()} CPUs, load average {load0[0]:.2f} (1 min) before, "
+          f"OpenCV {cv2.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    table = rows(args.quick, repeat=args.repeat, work=args.dir)
     load1 = os.getloadavg()
-    print_table("wall clock: the targets (sample stage vs a bare OpenCV read loop, same files, same run)", wall_rows)
-    print_table("CPU time: work per frame, steady under contention (2 workers: both processes)", cpu_rows)
+    print_table("wall clock: the targets (sample stage vs a bare OpenCV read loop, same files, same run)",
+                [r for r in table if r.unit == "frames/s"])
+    print_table("CPU time: work per frame, steady under contention (2 workers: both processes)",
+                [r for r in table if r.unit == "frames/CPU-s"])
     print(f"\nload average (1 min): {load0[0]:.2f} before, {load1[0]:.2f} after, on {os.cpu_count()} CPUs "
           "(above the CPU count, other processes competed for the cores and wall-clock ratios are noisy)")
-    if args.dir is None:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
