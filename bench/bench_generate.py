@@ -6,9 +6,10 @@ The models are the default params.yaml's sizes with random weights (the speed do
 on what the weights learned); the batch is what the generate stage runs: generate.num_inputs x
 generate.num_samples sequences, from generate.context_frames given frames to sample.clip_length.
 
-    OMP_NUM_THREADS=1 python bench/bench_generate.py [--repeat 5] [--device cpu|cuda]
+    OMP_NUM_THREADS=1 python bench/bench_generate.py [--repeat 5] [--device cpu|cuda] [--quick]
 
-`rows()` returns the table's rows, for a script that gathers every benchmark into one table.
+`rows()` returns the table's rows, for bench/run_all.py (which gathers every benchmark into one
+table); quick: 1 input x 2 samples, no warm-up, one timed round.
 """
 
 from __future__ import annotations
@@ -51,10 +52,15 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]
 
 
 @torch.no_grad()
-def rows(*, repeat: int = 5, device: str = "cpu", params_path: Path = REPO / "params.yaml") -> list[Row]:
+def rows(quick: bool = False, *, repeat: int = 5, device: str = "cpu",
+         params_path: Path = REPO / "params.yaml") -> list[Row]:
     params = load_params(params_path)
     dev = torch.device(device)
     cfg = params.generate
+    warmup = 1
+    if quick:
+        cfg = cfg.model_copy(update={"num_inputs": 1, "num_samples": 2})
+        repeat, warmup = 1, 0
     vqvae, prior = build_models(params, dev)
     b, s, t, tc = cfg.num_inputs, cfg.num_samples, params.sample.clip_length, cfg.context_frames
     size, c = params.sample.size, params.sample.channels
@@ -68,9 +74,9 @@ def rows(*, repeat: int = 5, device: str = "cpu", params_path: Path = REPO / "pa
         "decode": synced(lambda: decode_codes(vqvae, codes), dev),
         "rollout": synced(lambda: prior.rollout(start, t - tc, sampling=cfg.sampling, temperature=cfg.temperature,
                                                 top_k=cfg.top_k, generator=torch.Generator().manual_seed(0)), dev),
-    }, warmup=1, repeat=repeat)
+    }, warmup=warmup, repeat=repeat)
     frames = b * s * (t - tc)  # generated frames per call
-    draw = draw_times(prior, start, cfg.temperature, repeat)
+    draw = draw_times(prior, start, cfg.temperature, repeat, warmup)
     fps = {k: frames / v for k, v in times.items()}
     what = f"{b}x{s} sequences, {t - tc} frames each"
     return [
@@ -81,7 +87,8 @@ def rows(*, repeat: int = 5, device: str = "cpu", params_path: Path = REPO / "pa
     ]
 
 
-def draw_times(prior: CodePrior, codes: torch.Tensor, temperature: float, repeat: int) -> dict[str, float]:
+def draw_times(prior: CodePrior, codes: torch.Tensor, temperature: float, repeat: int,
+               warmup: int = 1) -> dict[str, float]:
     """One frame's code draw from the prior's logits: ours against torch.multinomial."""
     logits = prior(codes)[0][:, -1]  # (B*S, h, w, K)
     k = logits.shape[-1]
@@ -93,15 +100,16 @@ def draw_times(prior: CodePrior, codes: torch.Tensor, temperature: float, repeat
         return torch.multinomial(probs, 1, generator=g).to(dev).view(logits.shape[:-1])
 
     return interleaved_times({"ours": synced(lambda: pick_codes(logits, "sample", temperature, 0, g), dev),
-                              "multinomial": synced(multinomial, dev)}, warmup=1, repeat=repeat)
+                              "multinomial": synced(multinomial, dev)}, warmup=warmup, repeat=repeat)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--quick", action="store_true", help="a smaller batch, one round: to check it runs")
     args = p.parse_args()
-    table = rows(repeat=args.repeat, device=args.device)
+    table = rows(args.quick, repeat=args.repeat, device=args.device)
     print(f"generation on {args.device}; {machine()}")
     print_table(TITLE, table)
     gen = table[0]
