@@ -97,7 +97,11 @@ def setup() -> str:
     import mlflow
 
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    # Only when it differs: mlflow.set_tracking_uri pins a process-wide value that outlives a
+    # later change of MLFLOW_TRACKING_URI (tests, notebooks); with the variable set, MLflow
+    # already reads it.
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
     if not uri.startswith("sqlite:///"):
         return _experiment_id()
     db = Path(uri[len("sqlite:///") :])
