@@ -25,15 +25,15 @@ def square(x: int, y: int, size: int = 32, side: int = 8) -> torch.Tensor:
 
 
 def test_block_motion_finds_the_shift_and_leaves_blank_blocks_still():
-    prev, cur = square(8, 10), square(11, 8)  # moved by (+3, -2)
+    prev, cur = square(8, 10, size=48), square(11, 8, size=48)  # moved by (+3, -2)
     m = block_motion(cur, prev, block=8, radius=4, temperature=1e-4)
-    assert m.shape == (1, 4, 4, 4)
+    assert m.shape == (1, 4, 6, 6)
     bright = m[0, 3] > 0.2  # blocks holding the square now
     assert bright.any()
     torch.testing.assert_close(m[0, 0][bright], torch.full_like(m[0, 0][bright], 3.0), atol=0.05, rtol=0)
     torch.testing.assert_close(m[0, 1][bright], torch.full_like(m[0, 1][bright], -2.0), atol=0.05, rtol=0)
     # A block with nothing to track anywhere within the search radius does not move.
-    torch.testing.assert_close(m[0, :2, 3, 3], torch.zeros(2))
+    torch.testing.assert_close(m[0, :2, 5, 5], torch.zeros(2))
 
 
 def test_warp_by_an_integer_flow_is_an_exact_shift():

@@ -59,9 +59,10 @@ def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature
     """Per block of `cur` (N, C, H, W): where its content came from in `prev`.
 
     Returns (N, 4, H/block, W/block): the displacement (dx, dy) in pixels as a soft-argmin of the
-    blocks' mean squared difference over all integer shifts within `radius`, the best match's
-    residual, and the block's mean intensity. Blank blocks match every shift equally and get a
-    displacement of zero, so only textured content moves.
+    mean squared difference over all integer shifts within `radius`, the best match's residual,
+    and the block's mean intensity. The difference is pooled over a window twice the block's
+    size, so a blank block beside moving content (where it is about to arrive) takes on that
+    content's motion; a window with nothing in it matches every shift alike and stays still.
     """
     n, c, h, w = cur.shape
     r = radius
@@ -70,7 +71,8 @@ def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature
     for dy in range(-r, r + 1):
         for dx in range(-r, r + 1):
             moved = padded[:, :, r - dy : r - dy + h, r - dx : r - dx + w]  # prev moved by (dx, dy)
-            costs.append(F.avg_pool2d(((cur - moved) ** 2).mean(1, keepdim=True), block))
+            err = ((cur - moved) ** 2).mean(1, keepdim=True)
+            costs.append(F.avg_pool2d(err, 2 * block, stride=block, padding=block // 2, count_include_pad=False))
             shifts.append((dx, dy))
     cost = torch.cat(costs, 1)  # (N, S, h/b, w/b)
     weight = torch.softmax(-cost / temperature, dim=1)
