@@ -94,7 +94,8 @@ def data_path_seconds(params: Params, data: FrameData, repeat: int) -> float:
 def prior_steps(params: Params, vq_result, data: FrameData, quick: bool) -> tuple[float, float]:  # noqa: ANN001
     """Run train_prior() through both phases; median (teacher-forcing, own-rollout) step seconds."""
     steps, start = (4, 2) if quick else (12, 4)  # rollouts from step index `start` on
-    update = {"steps": steps, "rollout_start": start / steps, "log_every": 1, "eval_every": NEVER,
+    # train_prior starts rollouts at int(rollout_start * steps); the half step keeps float error off
+    update = {"steps": steps, "rollout_start": (start + 0.5) / steps, "log_every": 1, "eval_every": NEVER,
               "checkpoint_every": NEVER}
     if quick:
         update["batch_size"] = 2

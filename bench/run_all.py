@@ -1,6 +1,6 @@
 """Every benchmark, one table: each figure beside its reference measured in the same run.
 
-    OMP_NUM_THREADS=1 python bench/run_all.py            # the figures (about 10 minutes on 2 cores)
+    OMP_NUM_THREADS=1 python bench/run_all.py            # the figures (about 5 minutes on 2 cores)
     OMP_NUM_THREADS=1 python bench/run_all.py --quick    # tiny inputs, seconds: checks that all run
     OMP_NUM_THREADS=1 python bench/run_all.py --only memory,train-loop
 
