@@ -25,7 +25,7 @@ def test_repo_params_are_valid():
         ("train", "steps", "many", "train.steps"),
         ("sample", "channels", 2, "sample.channels"),
         ("collect", "source", "youtube", "collect.source"),
-        ("prior", "heads", 3, "divisible"),
+        ("prior", "heads", 5, "divisible"),
         ("tune", "codebook_sizes", [1, 4], "codebook_sizes"),
     ],
 )

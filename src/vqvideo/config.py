@@ -313,7 +313,7 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 def parse_params(data: Any, source: str = "params.yaml") -> Params:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level; see the repo's params.yaml for its sections")
     try:
         return Params.model_validate(data)
     except ValidationError as err:

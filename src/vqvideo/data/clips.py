@@ -8,7 +8,6 @@ video's length, and frames no clip needs are only grabbed, never converted.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,14 +314,19 @@ class FrameData:
             raise MissingInputError(
                 f"sampled frames not found in {root} (no stats.json); run `dvc repro sample` first"
             )
-        return cls(root, json.loads(stats_path.read_text()))
+        from vqvideo.io import read_json
+
+        return cls(root, read_json(stats_path, "sampled frames' stats.json"))
 
     def clips(self, split: str) -> np.ndarray:
         """(N, T, C, H, W) uint8, memory-mapped."""
         path = self.root / f"{split}.npy"
         if not path.exists():
             raise MissingInputError(f"{path} is missing; re-run `dvc repro sample`")
-        arr = np.load(path, mmap_mode="r")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise VQVideoError(f"{path} is truncated or corrupt ({err}); re-run `dvc repro sample`") from None
         if len(arr) == 0:
             raise VQVideoError(
                 f"the {split} split in {self.root} is empty; collect more videos or change "

@@ -12,8 +12,6 @@ import argparse
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -298,12 +296,11 @@ def image_main(params: Params, args: argparse.Namespace) -> None:
     load_image(args.image, int(vq_meta["image_size"]), vqvae.channels)  # fail before any folder is made
     out = args.out or IMAGE_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Staged beside `out`, then renamed in: a failure leaves no half-written clip behind.
-    # (named like vqvideo.io's temporaries, with the pid, so a killed run's leftovers are found)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
-    try:
+    # Staged beside `out`, then renamed in: a failure leaves no half-written clip behind, and a
+    # killed run's scratch folder is removed by the next writer.
+    from vqvideo.io import scratch_dir
+
+    with scratch_dir(out) as tmp:
         staged = generate_from_image(cfg, vqvae, prior, args.image, int(vq_meta["image_size"]), length, tmp)
         paths = publish_files(staged, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("generate: %s -> %s", args.image, ", ".join(str(p) for p in paths))

@@ -170,12 +170,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    from vqvideo import tracking
     from vqvideo.config import load_params
-    from vqvideo.models.store import load_vqvae
+    from vqvideo.errors import require_file
+    from vqvideo.models.store import check_frames_fit, load_vqvae
+    from vqvideo.stages.train import check_inputs
 
     params: Params = load_params(args.params)
-    data = FrameData.open(args.frames)
+    data = check_inputs(params, args.frames)  # before any run is opened or file written
     vqvae, vq_meta = load_vqvae(args.vqvae)
+    check_frames_fit(vq_meta, data.stats["clip_shape"], args.frames)
+    require_file(args.vqvae / tracking.RUN_FILE, "the pipeline's MLflow run record", "run `dvc repro train` first")
     with distributed.session(resolve_device(params.prior.device)) as info:
         if info.main:
             _main_rank(args, params, data, vqvae, vq_meta)
@@ -196,6 +201,10 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData, vqvae:
         tracking.log_params(own)
         result = train_prior(params.prior, vqvae, vq_meta["fingerprint"], data,
                              checkpoint=args.checkpoints / "last.pt", on_log=tracking.log_metrics)
+        if result.loop.resumed_from:
+            import mlflow
+
+            mlflow.set_tag("prior.resumed_from_step", result.loop.resumed_from)
         trainable = sum(q.numel() for q in result.model.parameters() if q.requires_grad)
         summary = {
             "parameters": trainable,  # the frozen VQ-VAE inside is counted with the VQ-VAE

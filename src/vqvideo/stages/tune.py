@@ -817,17 +817,17 @@ def best_params(study: optuna.Study, objectives: list[str] | None = None) -> dic
 
 def write_reports(study: optuna.Study, out_dir: Path, objectives: list[str]) -> dict:
     """best_params.yaml, trials.csv and the plots into `out_dir`; returns the best params."""
-    from vqvideo.io import write_csv, write_yaml
+    from vqvideo.io import staging_dir, write_csv, write_yaml
     from vqvideo.tuning_plots import study_plots
 
     df = trials_frame(study, objectives)
     if df.empty or not (df.state == "COMPLETE").any():
         raise VQVideoError("no tuning trial completed; raise tune.steps or tune.n_trials, or check the log")
     best = best_params(study, objectives)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(out_dir / "best_params.yaml", best)
-    write_csv(out_dir / "trials.csv", df)
-    study_plots(study, df, out_dir / "plots", objectives)
+    with staging_dir(out_dir) as tmp:  # the reports are swapped in whole
+        write_yaml(tmp / "best_params.yaml", best)
+        write_csv(tmp / "trials.csv", df)
+        study_plots(study, df, tmp / "plots", objectives)
     return best
 
 
@@ -962,7 +962,10 @@ def apply_best(best_file: Path, params_file: Path) -> dict:
             doc[section][key] = value
     buf = io.StringIO()
     rt.dump(doc, buf)
-    parse_params(yaml.safe_load(buf.getvalue()), str(params_file))  # never write an invalid file
+    try:  # never write an invalid file
+        parse_params(yaml.safe_load(buf.getvalue()), str(params_file))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{params_file}: {getattr(err, 'problem', err)}; fix the file") from None
     write_text(params_file, buf.getvalue())
     return best
 
