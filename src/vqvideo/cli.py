@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             return early
     args = build_parser(command or "").parse_args(argv)
     debug = args.debug or env_debug
-    from vqvideo.utils import setup_logging  # imports torch: after the checks above
+    from vqvideo.utils import setup_logging
 
     setup_logging(debug)
     target = EXTRA_COMMANDS.get(args.command, f"vqvideo.stages.{args.command}:main")

@@ -7,9 +7,12 @@ import logging
 import os
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: collect and sample need none of it
+    import torch
 
 
 def resolve_workers(n: int) -> int:
@@ -23,6 +26,8 @@ def resolve_workers(n: int) -> int:
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -43,6 +48,8 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
+    import torch
+
     if name == "fp32":
         return None
     if name == "bf16":
@@ -53,12 +60,16 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
+    import torch
+
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
