@@ -114,7 +114,6 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast: 3-4x faster on CPUs with AMX/AVX512-BF16 and on GPUs; "auto" picks it there.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    num_workers: int = Field(0, ge=0)
 
 
 class PriorConfig(Section):
@@ -134,6 +133,7 @@ class PriorConfig(Section):
     # displacement per frame it can see, in pixels, and the softness of its soft-argmin.
     motion_radius: int = Field(6, ge=1, le=32)
     motion_temperature: float = Field(0.002, gt=0)
+    motion_scale: Literal[1, 2, 4] = 2  # search on images shrunk by this factor: scale^4 less work
     # Photometric loss on the warped frame: a dense gradient for the flow (0 disables).
     photometric_weight: float = Field(100.0, ge=0)
     photometric_blur: float = Field(1.5, ge=0)
@@ -162,7 +162,7 @@ class GenerateConfig(Section):
     num_inputs: int = Field(4, ge=1)  # test clips to animate
     num_samples: int = Field(3, ge=1)  # samples per input
     sampling: Literal["argmax", "sample"] = "sample"
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(0.1, gt=0)  # the prior's distance logits are flat at 1.0: noise
     top_k: int = Field(0, ge=0)  # 0: no top-k filter
     binarize: bool = False  # the article's threshold at 0.5, for black-and-white data
     fps: float = Field(8.0, gt=0)

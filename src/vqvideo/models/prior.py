@@ -55,7 +55,7 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 @torch.no_grad()
-def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature: float) -> Tensor:
+def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature: float, scale: int = 1) -> Tensor:
     """Per block of `cur` (N, C, H, W): where its content came from in `prev`.
 
     Returns (N, 4, H/block, W/block): the displacement (dx, dy) in pixels as a soft-argmin of the
@@ -63,7 +63,12 @@ def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature
     and the block's mean intensity. The difference is pooled over a window twice the block's
     size, so a blank block beside moving content (where it is about to arrive) takes on that
     content's motion; a window with nothing in it matches every shift alike and stays still.
+    With `scale` > 1 the search runs on images shrunk by that factor (scale^4 times less work);
+    the soft-argmin still gives fractional displacements, returned in full-size pixels.
     """
+    if scale > 1:
+        cur, prev = F.avg_pool2d(cur, scale), F.avg_pool2d(prev, scale)
+        block, radius = block // scale, max(1, -(-radius // scale))
     n, c, h, w = cur.shape
     r = radius
     padded = F.pad(prev, (r, r, r, r))
@@ -79,7 +84,7 @@ def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature
     disp = torch.einsum("nsij,sc->ncij", weight, torch.tensor(shifts, dtype=cur.dtype, device=cur.device))
     residual = cost.min(1, keepdim=True).values
     energy = F.avg_pool2d(cur.mean(1, keepdim=True), block)
-    return torch.cat([disp, residual, energy], 1)
+    return torch.cat([disp * scale, residual, energy], 1)
 
 
 def warp(images: Tensor, flow: Tensor) -> Tensor:
@@ -143,6 +148,7 @@ class CodePrior(nn.Module):
         self.token_grid = (h // p, w // p)
         self.tokens = self.token_grid[0] * self.token_grid[1]
         self.block = p * vqvae.factor  # pixels per token side
+        self.motion_scale = cfg.motion_scale if self.block % cfg.motion_scale == 0 else 1
         self.inp = nn.Sequential(nn.Linear(p * p * d + 4, cfg.width), nn.LayerNorm(cfg.width))
         self.pos = nn.Parameter(torch.zeros(1, self.tokens, cfg.width))
         nn.init.trunc_normal_(self.pos, std=0.02)
@@ -158,6 +164,9 @@ class CodePrior(nn.Module):
             spacing = torch.cdist(cb, cb).pow(2).median().clamp_min(1e-6) if k > 1 else torch.tensor(1.0)
         self.log_tau = nn.Parameter(torch.log(spacing / 4))
         self.residual = nn.Linear(cfg.width, p * p * k) if cfg.residual_logits else None
+        # RMS displacement per axis of moving content in the training data (set by the prior
+        # stage): the scale of the motions drawn when a single still frame gives none.
+        self.register_buffer("motion_rms", torch.tensor(0.0))
         if self.residual is not None:
             nn.init.zeros_(self.residual.weight)
             nn.init.zeros_(self.residual.bias)
@@ -195,8 +204,10 @@ class CodePrior(nn.Module):
         h, w = self.grid
         cb = self.vqvae.quantizer.codebook.float()
         zf = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (B*T*h*w, D)
-        d2 = zf.pow(2).sum(1, keepdim=True) - 2 * zf @ cb.t() + cb.pow(2).sum(1)
-        logits = (-d2 / self.log_tau.exp()).view(b, t, h, w, -1)
+        # -||z - e||^2 / tau without ||z||^2, which is the same for every code of a position (a
+        # softmax does not see it): one fused matmul instead of a pass per term over 20M logits.
+        inv_tau = torch.exp(-self.log_tau)
+        logits = torch.addmm(-cb.pow(2).sum(1) * inv_tau, zf, cb.t() * (2 * inv_tau)).view(b, t, h, w, -1)
         if self.residual is not None:
             p, (gh, gw) = self.patch, self.token_grid
             r = self.residual(y).float().view(b, t, gh, gw, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)
@@ -206,11 +217,13 @@ class CodePrior(nn.Module):
     # ---------------------------------------------------------- model
 
     def forward(self, codes: Tensor, state: State | None = None, *, images: Tensor | None = None,
-                return_warp: bool = False):
+                extra_flow: Tensor | None = None, return_warp: bool = False):
         """codes (B, T, h, w) -> logits (B, T, h, w, K) for frames 1..T, and the state to go on.
 
-        `images`: the codes already decoded, (B*T, C, H, W), to skip decoding them again. With
-        `return_warp`, also the warped frames and the decoded inputs, for the photometric loss.
+        `images`: the codes already decoded, (B*T, C, H, W), to skip decoding them again.
+        `extra_flow`: (B, 2, gh, gw) pixels added to the measured motion of every frame (a drawn
+        motion for a still image). With `return_warp`, also the warped frames and the decoded
+        inputs, for the photometric loss.
         """
         b, t = codes.shape[:2]
         if images is None:
@@ -219,7 +232,7 @@ class CodePrior(nn.Module):
         seq = images.view(b, t, *images.shape[1:])
         prev = torch.cat([seq[:, :1] if state is None else state[2][:, None], seq[:, :-1]], 1)
         motion = block_motion(images, prev.flatten(0, 1), self.block, self.cfg.motion_radius,
-                              self.cfg.motion_temperature)  # (B*T, 4, gh, gw)
+                              self.cfg.motion_temperature, self.motion_scale)  # (B*T, 4, gh, gw)
 
         x = self.inp(self._token_features(codes, motion)) + self.pos  # (B*T, N, C)
         for blk in self.pre:
@@ -234,7 +247,10 @@ class CodePrior(nn.Module):
 
         gh, gw = self.token_grid
         correction = self.flow(y).float().transpose(1, 2).reshape(b * t, 2, gh, gw)
-        flow = F.interpolate(motion[:, :2] + correction, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        moved = motion[:, :2] + correction
+        if extra_flow is not None:
+            moved = moved + extra_flow.repeat_interleave(t, dim=0)
+        flow = F.interpolate(moved, size=images.shape[-2:], mode="bilinear", align_corners=False)
         warped = warp(images, flow)
         z = self.vqvae.encode(warped)
         logits = self._logits(z, y, b, t)
@@ -254,8 +270,15 @@ class CodePrior(nn.Module):
         top_k: int = 0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Extend (B, Tc, h, w) context codes by `steps` frames, one forward pass per frame."""
-        logits, state = self(context)
+        """Extend (B, Tc, h, w) context codes by `steps` frames, one forward pass per frame.
+
+        Sampling from a single still frame, which shows no motion, also draws a motion for each
+        sequence (`draw_motion`); the prior's own motion search carries it on from there.
+        """
+        drawn = None
+        if sampling == "sample" and context.shape[1] == 1 and float(self.motion_rms) > 0:
+            drawn = draw_motion(context.shape[0], self.token_grid, float(self.motion_rms), generator).to(context.device)
+        logits, state = self(context, extra_flow=drawn)
         frames = [context]
         nxt = pick_codes(logits[:, -1], sampling, temperature, top_k, generator)
         for i in range(steps):
@@ -265,6 +288,31 @@ class CodePrior(nn.Module):
             logits, state = self(nxt[:, None], state)
             nxt = pick_codes(logits[:, -1], sampling, temperature, top_k, generator)
         return torch.cat(frames, dim=1)
+
+
+def draw_motion(n: int, grid: tuple[int, int], rms: float, generator: torch.Generator | None) -> Tensor:
+    """n smooth random displacement fields (n, 2, gh, gw) with `rms` pixels per axis.
+
+    White noise blurred over half the frame: an object moves nearly rigidly (a field that varies
+    within it would shear it apart), while distant parts of the frame may still move apart.
+    """
+    gh, gw = grid
+    noise = torch.randn(n, 2, gh, gw, generator=generator)
+    smooth = gaussian_blur(noise, max(gh, gw) / 2)
+    smooth = smooth / smooth.pow(2).mean((1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+    return smooth * rms
+
+
+@torch.no_grad()
+def motion_statistics(images: Tensor, block: int, radius: int, temperature: float, scale: int) -> float:
+    """RMS displacement per axis over the blocks with content, from (B, T, C, H, W) clips."""
+    cur, prev = images[:, 1:].flatten(0, 1), images[:, :-1].flatten(0, 1)
+    m = block_motion(cur, prev, block, radius, temperature, scale)
+    moving = m[:, 3] > 0.05  # blocks with content
+    if not moving.any():
+        return 0.0
+    disp = m[:, :2].permute(0, 2, 3, 1)[moving]  # (M, 2)
+    return float(disp.pow(2).mean().sqrt())
 
 
 def pick_codes(logits: Tensor, sampling: str, temperature: float, top_k: int,

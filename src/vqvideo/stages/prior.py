@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint
 from vqvideo.data.clips import FrameData, to_tensor
-from vqvideo.models.prior import CodePrior, gaussian_blur
+from vqvideo.models.prior import CodePrior, gaussian_blur, motion_statistics
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.stages.train import to_float
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
@@ -27,14 +27,17 @@ EVAL_CLIPS = 64
 
 
 @torch.no_grad()
-def encode_clips(vqvae: VQVAE, clips: np.ndarray, device: torch.device, batch: int = 512) -> torch.Tensor:
-    """(N, T, C, H, W) uint8 -> (N, T, h, w) int64 code indices."""
+def encode_clips(vqvae: VQVAE, clips: np.ndarray, device: torch.device, batch: int = 512,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(N, T, C, H, W) uint8 -> (N, T, h, w) int64 code indices (the encoder under `dtype`
+    autocast, as the VQ-VAE was trained; the nearest-code search always in fp32)."""
     vqvae = vqvae.to(device).eval()
     n, t = clips.shape[:2]
     flat = clips.reshape(n * t, *clips.shape[2:])
     out = []
     for i in range(0, len(flat), batch):
-        out.append(vqvae.encode_indices(to_float(to_tensor(flat[i : i + batch]), device)).cpu())
+        with autocast(device, dtype):
+            out.append(vqvae.encode_indices(to_float(to_tensor(flat[i : i + batch]), device)).cpu())
     codes = torch.cat(out)
     return codes.view(n, t, *codes.shape[1:])
 
@@ -58,7 +61,9 @@ def prior_loss(net: torch.nn.Module, model: CodePrior, batch: Batch, inputs: tor
     logits, _, warped, _ = net(inp, images=imgs.flatten(0, 1), return_warp=True)
     target = codes[:, 1:]
     ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
-    out = {"ce": ce.detach(), "accuracy": (logits.argmax(-1) == target).float().mean()}
+    out = {"ce": ce.detach()}
+    if not torch.is_grad_enabled():  # token accuracy in evaluation only: an argmax over 20M logits
+        out["accuracy"] = (logits.argmax(-1) == target).float().mean()
     loss = ce
     if cfg.photometric_weight > 0:
         nxt = batch.images[:, 1:].flatten(0, 1)
@@ -104,19 +109,24 @@ def train_prior(
     seed_everything(cfg.seed)
     shard = info.shard(cfg.batch_size)
     vqvae = vqvae.to(device).eval()
-    train_codes = encode_clips(vqvae, data.clips("train"), device)
+    train_codes = encode_clips(vqvae, data.clips("train"), device, dtype=dtype)
     val_all = data.clips("val")
     pick = np.linspace(0, len(val_all) - 1, min(EVAL_CLIPS, len(val_all))).astype(int)
-    val_codes = encode_clips(vqvae, val_all[pick], device)
+    val_codes = encode_clips(vqvae, val_all[pick], device, dtype=dtype)
 
     model = CodePrior(cfg, vqvae, tuple(train_codes.shape[2:])).to(device)
+    with autocast(device, dtype):  # how fast things move in this data: for drawing still-image motion
+        sample_clips = train_codes[np.linspace(0, len(train_codes) - 1, min(64, len(train_codes))).astype(int)]
+        sample_images = model.decode(sample_clips.flatten(0, 1)).float()
+    model.motion_rms.fill_(motion_statistics(sample_images.view(*sample_clips.shape[:2], *sample_images.shape[1:]),
+                                             model.block, cfg.motion_radius, cfg.motion_temperature, model.motion_scale))
     net = distributed.wrap(model, info)
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype))
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
         items_per_step=cfg.batch_size * (train_codes.shape[1] - 1),
-        progress_keys=("ce", "accuracy"), writer=info.main,
+        progress_keys=("ce", "photometric"), writer=info.main,
     )
     train_codes = train_codes.to(device)
     n, t = train_codes.shape[:2]

@@ -205,7 +205,7 @@ def study_name(cfg: TuneConfig, model: ModelConfig, train: TrainConfig, data: Fr
     searched = {"model.codebook_size", "model.beta", *cfg.extra}
     _, trial_train = trial_configs(cfg, model, train, {})
     fixed_model = model.model_dump(mode="json", exclude={k[6:] for k in searched if k.startswith("model.")})
-    loop_only = {"log_every", "checkpoint_every", "device", "num_workers"}
+    loop_only = {"log_every", "checkpoint_every", "device"}
     fixed_train = trial_train.model_dump(
         mode="json", exclude=loop_only | {k[6:] for k in searched if k.startswith("train.")})
     fp = fingerprint(space, fixed_model, fixed_train, data.fingerprint)
