@@ -9,6 +9,8 @@ included), since on a shared machine the wall-clock rates swing with the neighbo
   raw       `while cap.read()[0]` over every file, one process, FFmpeg's decoder held to one
             thread (as the stage holds it): one core's decode rate; also shown with FFmpeg's
             default threading for reference
+  raw, 2    the same loop in 2 forked processes, the files dealt between them: how far decoding
+            alone scales on this machine, the ceiling for 2 workers
   1 worker  the whole `sample()` call (decode, crop, resize, clip rows, index, stats) serially
   2 workers the same with sample.workers=2
 Rates are source frames per second; targets: 1 worker >= 0.8x raw, 2 workers >= 1.6x raw.
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is imported; bars cost time here
@@ -55,6 +58,14 @@ def raw_decode(files: list[Path], threads: int = 1) -> int:
             n += 1
         cap.release()
     return n
+
+
+def raw_decode_parallel(files: list[Path], processes: int = 2) -> int:
+    """The bare read loop over `processes` forked processes, the files dealt round-robin: how
+    far decoding alone scales on this machine (the ceiling for the stage's workers)."""
+    parts = [files[i::processes] for i in range(processes)]
+    with get_context("fork").Pool(processes) as pool:
+        return sum(pool.map(raw_decode, parts))
 
 
 def make_sets(root: Path, quick: bool) -> dict[str, tuple[Path, int]]:
@@ -117,7 +128,7 @@ def _measure(sets: dict[str, tuple[Path, int]], root: Path, repeat: int) -> list
             sample(cfg, raw, root / f"frames{next(runs)}", workers=workers)  # noqa: B023
 
         fns = {"raw": partial(raw_decode, files), "raw-mt": partial(raw_decode, files, 0),
-               "w1": partial(stage, 1), "w2": partial(stage, 2)}
+               "raw2": partial(raw_decode_parallel, files), "w1": partial(stage, 1), "w2": partial(stage, 2)}
         if raw_decode(files) != frames:  # also the warm-up: files in the page cache
             raise RuntimeError(f"{name}: the read loop saw another frame count than the manifest's {frames}")
         stage(1)
@@ -129,6 +140,8 @@ def _measure(sets: dict[str, tuple[Path, int]], root: Path, repeat: int) -> list
         cpu = {k: statistics.median(c for _, c in v) for k, v in times.items()}
         wall_rows.append(Row(f"{name}: raw, FFmpeg's default threads", frames / wall["raw-mt"], "raw decode",
                              frames / wall["raw"], "frames/s"))
+        wall_rows.append(Row(f"{name}: raw, 2 processes (this machine's ceiling for 2 workers)", frames / wall["raw2"],
+                             "raw decode", frames / wall["raw"], "frames/s"))
         for k, target in (("w1", ">= 0.8"), ("w2", ">= 1.6")):
             label = f"{name}: sample, {k[1]} worker{'s' if k == 'w2' else ''}"
             wall_rows.append(Row(label, frames / wall[k], "raw decode", frames / wall["raw"], "frames/s", target))

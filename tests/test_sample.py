@@ -257,3 +257,19 @@ def test_memory_does_not_grow_with_video_length(tmp_path):
     assert ratio <= 1.2
     assert control > 1.2  # 400 frames of 640x360 RGB are 276 MB: a leak of that size would show
     assert json.loads((tmp_path / "long/f/stats.json").read_text())["clips"]["train"] == 50
+
+
+def test_many_short_videos_over_two_workers_equal_serial_with_a_broken_one(tmp_path):
+    # 40 videos over 2 workers: chunks of several videos per task, one of them broken mid-chunk
+    raw = tmp_path / "raw"
+    collect(CollectConfig(num_videos=40, frames_per_video=12, test_fraction=0.1, seed=5), raw, workers=1)
+    broken = sorted(raw.glob("videos/*"))[17]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 3])
+    cfg = {**SMALL, "val_fraction": 0.2, "test_fraction": 0.0}
+    s1 = sample(SampleConfig(**cfg), raw, tmp_path / "serial", workers=1)
+    s2 = sample(SampleConfig(**{**cfg, "workers": 2}), raw, tmp_path / "parallel", workers=2)
+    assert s1 == s2
+    for f in ("train.npy", "val.npy", "test.npy", "index.csv", "videos.csv", "stats.json"):
+        assert (tmp_path / "serial" / f).read_bytes() == (tmp_path / "parallel" / f).read_bytes(), f
+    videos = pd.read_csv(tmp_path / "parallel" / "videos.csv")
+    assert (videos.status != "ok").sum() == 1 and (videos.status == "ok").sum() == 39
