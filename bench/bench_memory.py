@@ -24,16 +24,14 @@ frames), 20 Moving Digits videos and 3 training steps.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/media.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Row, child_peaks_mib, default_frames, machine, print_table, quiet, work_dir  # noqa: E402
+from common import REPO, Row, child_peaks_mib, default_frames, quiet, standalone, work_dir  # noqa: E402
 from media import camera_pan, write_video  # noqa: E402
 from vqvideo.config import CollectConfig  # noqa: E402
 from vqvideo.stages.collect import collect  # noqa: E402
@@ -107,16 +105,5 @@ def rows(quick: bool = False, *, params_path: Path = REPO / "params.yaml") -> li
     ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="shorter videos, less data, fewer steps")
-    args = ap.parse_args()
-    table = rows(args.quick)
-    print(machine())
-    print_table(TITLE, table)
-
-
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    main()
-    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    standalone(TITLE, rows, __doc__.splitlines()[0], "shorter videos, less data, fewer steps")

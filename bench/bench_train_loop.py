@@ -25,7 +25,6 @@ prior batch of 2: figures not meaningful, for checking that it runs.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Row, default_frames, machine, median_time, print_table, quiet  # noqa: E402
+from common import REPO, Row, default_frames, median_time, quiet, standalone  # noqa: E402
 from vqvideo import distributed  # noqa: E402
 from vqvideo.config import Params, load_params  # noqa: E402
 from vqvideo.data.clips import FrameData, frames_of, to_tensor  # noqa: E402
@@ -141,16 +140,5 @@ def rows(quick: bool = False, *, params_path: Path = REPO / "params.yaml") -> li
     ]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small data, few steps: to check it runs")
-    args = ap.parse_args()
-    table = rows(args.quick)
-    print(machine())
-    print_table(TITLE, table)
-
-
 if __name__ == "__main__":
-    t0 = time.perf_counter()
-    main()
-    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    standalone(TITLE, rows, __doc__.splitlines()[0], "small data, few steps: to check it runs")

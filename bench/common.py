@@ -75,6 +75,19 @@ def print_table(title: str, rows: list[Row]) -> None:
     print(format_table(rows))
 
 
+def standalone(title: str, rows: Callable[[bool], list[Row]], description: str, quick_help: str) -> None:
+    """A bench module run on its own: `--quick`, the machine line, its table and the time taken."""
+    import argparse
+
+    t0 = time.perf_counter()
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    table = rows(ap.parse_args().quick)
+    print(machine())
+    print_table(title, table)
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
