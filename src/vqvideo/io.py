@@ -311,16 +311,9 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
 @contextlib.contextmanager
 def staging_dir(final_dir: str | Path) -> Iterator[Path]:
     """A temporary sibling folder to fill; swapped onto `final_dir` when the block succeeds."""
-    final_dir = Path(final_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    _clean_once(final_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final_dir), suffix=".tmp", dir=final_dir.parent))
-    try:
+    with scratch_dir(final_dir) as tmp:
         yield tmp
-        replace_dir(tmp, final_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        replace_dir(tmp, final_dir)  # tmp is gone after this; scratch_dir has nothing left to remove
 
 
 @contextlib.contextmanager
