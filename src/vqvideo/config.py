@@ -98,6 +98,11 @@ class ModelConfig(Section):
     kmeans_iters: int = Field(10, ge=0)
     restart_threshold: float = Field(1.0, ge=0)  # EMA usage count under which a code is dead; 0 disables
 
+    @property
+    def factor(self) -> int:
+        """Pixels per code along each side: the seed net's three poolings, or `downsample`."""
+        return 8 if self.arch == "seed" else self.downsample
+
 
 class TrainConfig(Section):
     steps: int = Field(1200, ge=1)

@@ -91,8 +91,7 @@ def _restore(model: nn.Module, state: dict, path: Path, kind: str, described: st
 
 
 def describe_vqvae(cfg: ModelConfig) -> str:
-    down = 8 if cfg.arch == "seed" else cfg.downsample
-    return f"arch {cfg.arch}, codebook_size {cfg.codebook_size}, code_dim {cfg.code_dim}, downsample {down}"
+    return f"arch {cfg.arch}, codebook_size {cfg.codebook_size}, code_dim {cfg.code_dim}, downsample {cfg.factor}"
 
 
 def load_vqvae(directory: str | Path):
@@ -135,10 +134,9 @@ def _prior_mismatch(shape: dict, vqvae_meta: dict) -> str:
         if "code_dim" in shape and int(shape["code_dim"]) != vq.code_dim:
             diffs.append(f"code_dim {shape['code_dim']} there, {vq.code_dim} here")
     size = vqvae_meta.get("image_size")
-    factor = 8 if vq.arch == "seed" else vq.downsample
     grid = list(shape.get("grid", []))
-    if size and grid and grid != [int(size) // factor] * 2:
-        here = int(size) // factor
+    if size and grid and grid != [int(size) // vq.factor] * 2:
+        here = int(size) // vq.factor
         diffs.append(f"a {grid[0]}x{grid[1]} code grid there, {here}x{here} here")
     return "; ".join(diffs) or f"the same settings ({describe_vqvae(vq)}) but other weights"
 

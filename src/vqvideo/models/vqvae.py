@@ -65,13 +65,11 @@ class VQVAEOutput:
 class VQVAE(nn.Module):
     def __init__(self, cfg: ModelConfig, channels: int):
         super().__init__()
-        self.cfg, self.channels = cfg, channels
+        self.cfg, self.channels, self.factor = cfg, channels, cfg.factor
         if cfg.arch == "seed":
-            self.factor = 8
             self.encoder = seed_encoder(channels, cfg.code_dim)
             self.decoder = seed_decoder(channels, cfg.code_dim)
         else:
-            self.factor = cfg.downsample
             self.encoder = resnet_encoder(channels, cfg.code_dim, cfg.hidden, cfg.res_blocks, cfg.downsample)
             self.decoder = resnet_decoder(channels, cfg.code_dim, cfg.hidden, cfg.res_blocks, cfg.downsample)
         self.quantizer = VectorQuantizer(
