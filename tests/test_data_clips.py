@@ -8,7 +8,7 @@ import pytest
 
 from media import camera_pan, counter, moving_shapes, write_video
 from vqvideo.data import clips as C
-from vqvideo.data.video import VideoError, read_video
+from vqvideo.data.video import LIMITED_RANGE, VideoError, open_video, quiet_opencv, read_video
 
 
 @pytest.mark.parametrize("length,stride", [(4, 1), (4, 2), (4, 4), (3, 5), (1, 1)])
@@ -18,6 +18,14 @@ def test_slots_match_brute_force(length, stride):
     for k in range(25):
         expected = [c for c in range(n_clips) if c * stride <= k < c * stride + length]
         assert list(plan.slots(k, n_clips)) == expected
+
+
+@pytest.mark.parametrize("length,stride", [(4, 1), (4, 2), (4, 4), (3, 5), (1, 1), (20, 10)])
+def test_times_count_the_slots(length, stride):
+    plan = C.ClipPlan(interval=1, length=length, stride=stride, size=8, channels=1)
+    for n_clips in (0, 1, 2, 5):
+        last = (n_clips - 1) * stride + length if n_clips else 0
+        assert plan.times(n_clips) == [len(plan.slots(k, n_clips)) for k in range(last)]
 
 
 @pytest.mark.parametrize("frames,interval,length,stride,expected", [
@@ -30,12 +38,20 @@ def test_clip_count(frames, interval, length, stride, expected):
 def _reference(path, plan: C.ClipPlan, gray: bool) -> np.ndarray:
     """The obvious way: decode everything, keep every n-th, crop-resize, slice: (N, T, C, H, W).
 
-    A colour source is shrunk in colour and then made gray (the documented order)."""
-    everything = read_video(path)
-    small = np.stack([C.crop_resize(f, plan.size) for f in everything[:: plan.interval]])
+    Colour is shrunk in BGR; gray comes from the decoder's luma plane, shrunk, then mapped to
+    full range (the documented order)."""
     if gray:
-        small = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in small])[:, None]
+        cap, table = open_video(path, gray=True)
+        assert table is LIMITED_RANGE  # mp4v: the luma route, not the BGR one
+        everything = []
+        with quiet_opencv():
+            while (got := cap.read())[0]:
+                everything.append(got[1])
+        cap.release()
+        small = np.stack([table[C.crop_resize(f, plan.size)] for f in everything[:: plan.interval]])[:, None]
     else:
+        everything = read_video(path)
+        small = np.stack([C.crop_resize(f, plan.size) for f in everything[:: plan.interval]])
         small = small.transpose(0, 3, 1, 2)
     n = plan.clips(len(everything))
     return np.stack([small[c * plan.stride : c * plan.stride + plan.length] for c in range(n)])
@@ -127,24 +143,24 @@ def test_small_sets_keep_a_training_video():
 
 
 def test_pixel_sums_give_the_moments():
-    bgr = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)  # (N, H, W, BGR)
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 3, 8, 8)).astype(np.uint8)  # (N, C, H, W)
     a, b = C.PixelSums(3), C.PixelSums(3)
-    for f in bgr:
-        a.add(f, 2)
-    for f in bgr[::-1]:
-        b.add(f, 1)
+    a.add(np.concatenate([rgb, rgb[::-1]]))
+    b.add(rgb[:2])
+    b.add(rgb[2:])
     twice = C.PixelSums(3)
     twice += b
-    twice += b  # b counted twice, in another order
+    twice += b  # b counted twice: the same as every frame in two clips
     assert a.n == twice.n and a.s == pytest.approx(twice.s, rel=1e-12) and a.ss == pytest.approx(twice.ss, rel=1e-12)
     mean, std = a.moments()
-    assert mean == pytest.approx(bgr.mean() / 255) and std == pytest.approx((bgr / 255).std())
-    rgb = bgr[..., ::-1]
-    for c, (m, s) in enumerate(a.channel_moments()):  # stored in RGB order, as the arrays are
-        assert m == pytest.approx(rgb[..., c].mean() / 255) and s == pytest.approx((rgb[..., c] / 255).std())
-    g = C.PixelSums(1)
-    g.add(bgr[0, ..., 0], 3)
-    assert g.n == 3 * 64 and g.ss == pytest.approx([3 * int((bgr[0, ..., 0].astype(int) ** 2).sum())], rel=1e-12)
+    assert mean == pytest.approx(rgb.mean() / 255) and std == pytest.approx((rgb / 255).std())
+    for c, (m, s) in enumerate(a.channel_moments()):
+        assert m == pytest.approx(rgb[:, c].mean() / 255) and s == pytest.approx((rgb[:, c] / 255).std())
+    strided = rgb[:4, ::2]  # a view with a gap between its channels, as a clip ring's can be
+    g = C.PixelSums(2)
+    g.add(strided)
+    assert g.n == 4 * 64
+    assert g.s == pytest.approx([int(strided[:, c].sum()) for c in range(2)], rel=1e-12)
 
 
 @pytest.mark.parametrize("src,size", [(360, 64), (256, 64), (200, 64), (127, 64), (64, 64), (40, 64),

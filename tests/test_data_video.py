@@ -52,26 +52,57 @@ def test_probe_rejects_bad_files_with_a_reason(tmp_path, make, reason):
 def test_gray_source_decodes_natively_and_bit_exactly(tmp_path):
     frames = counter(frames=12, step=20)
     path = V.write_video(tmp_path / "gray.avi", frames, fps=10)  # FFV1 gray, lossless
-    cap, native = V.open_video(path, gray=True)
+    cap, table = V.open_video(path, gray=True)
     ok, first = cap.read()
     cap.release()
-    assert native and ok and first.shape == (32, 32)  # no BGR round trip
+    assert table is V.FULL_RANGE and ok and first.shape == (32, 32)  # no BGR round trip
     np.testing.assert_array_equal(V.read_video(path, gray=True), frames)
     rgb = V.read_video(path)  # colour requested from a gray source: three equal channels
     assert rgb.shape == (12, 32, 32, 3)
     np.testing.assert_array_equal(rgb[..., 1], frames)
 
 
-def test_colour_source_keeps_the_bgr_conversion_for_gray(tmp_path):
-    # mp4v stores limited-range YUV: its raw luma plane is not the gray image, so no shortcut.
-    frames = camera_pan(frames=6)
-    path = write_video(tmp_path / "pan.mp4", frames)
-    cap, native = V.open_video(path, gray=True)
-    ok, bgr = cap.read()
+def _bgr_gray(path) -> np.ndarray:
+    """Gray the long way: every frame decoded to BGR, then OpenCV's BGR -> gray."""
+    cap, out = cv2.VideoCapture(str(path)), []
+    while (got := cap.read())[0]:
+        out.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2GRAY))
     cap.release()
-    assert not native and bgr.ndim == 3
-    gray = V.read_video(path, gray=True)
-    np.testing.assert_array_equal(gray[0], cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("codec,suffix,table", [
+    ("mp4v", ".mp4", "LIMITED_RANGE"),  # limited-range Y'CbCr: black at 16, white at 235
+    ("MJPG", ".avi", "FULL_RANGE"),  # JPEG's full range, under the same I420 fourcc
+])
+def test_colour_source_gives_gray_from_its_luma_plane(tmp_path, codec, suffix, table):
+    frames = camera_pan(frames=8, width=96, height=64)
+    path = write_video(tmp_path / f"pan{suffix}", frames, codec=codec)
+    cap, got_table = V.open_video(path, gray=True)
+    ok, plane = cap.read()
+    cap.release()
+    assert got_table is getattr(V, table)  # the first frame told the range apart
+    assert ok and plane.shape == (64, 96)  # no BGR conversion happened
+    gray, want = V.read_video(path, gray=True), _bgr_gray(path)
+    assert gray.shape == want.shape
+    diff = np.abs(gray.astype(int) - want)
+    # the BGR route rounds twice and clips out-of-gamut colours; the luma plane does neither
+    assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 6
+
+
+@pytest.mark.parametrize("make", [
+    # FFV1 colour decodes to BGRA: its first plane is not a luma plane
+    lambda d: V.write_video(d / "rgb.mkv", camera_pan(frames=6, width=48, height=32), fps=10),
+    # a flat first frame fits both ranges: it cannot tell which one the file uses
+    lambda d: write_video(d / "flat.mp4", np.full((6, 32, 48, 3), 113, np.uint8)),
+], ids=["lossless-bgra", "flat-first-frame"])
+def test_gray_keeps_the_bgr_route_when_the_luma_plane_cannot_be_trusted(tmp_path, make):
+    path = make(tmp_path)
+    cap, table = V.open_video(path, gray=True)
+    ok, frame = cap.read()
+    cap.release()
+    assert table is None and frame.ndim == 3
+    np.testing.assert_array_equal(V.read_video(path, gray=True), _bgr_gray(path))
 
 
 def test_rgb_roundtrip_is_exact_with_the_lossless_codec(tmp_path):

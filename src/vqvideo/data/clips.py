@@ -8,7 +8,9 @@ video's length, and frames no clip needs are only grabbed, never converted.
 
 from __future__ import annotations
 
+import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,51 +18,63 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from vqvideo.data.video import VideoError, open_video
+from vqvideo.data.video import FULL_RANGE, VideoError, open_video, quiet_opencv
 from vqvideo.errors import MissingInputError, VQVideoError
 
 SPLITS = ("train", "val", "test")
 
 
-def centre_square(frame: np.ndarray) -> np.ndarray:
-    """The largest centred square of a frame, as a view (no copy)."""
-    h, w = frame.shape[:2]
-    s = min(h, w)
-    y, x = (h - s) // 2, (w - s) // 2
-    return frame[y : y + s, x : x + s]
-
-
-def resize_square(sq: np.ndarray, size: int) -> np.ndarray:
-    """A square (S, S) or (S, S, C) image to (size, size[, C]), anti-aliased.
+@dataclass(frozen=True)
+class Shrink:
+    """Centre-crop + resize to size x size for frames of one shape, worked out once.
 
     Shrinking halves with exact 2x2 area averages (OpenCV's vectorised INTER_AREA fast path)
     while the image is at least twice the target, then one bilinear step covers the factor
     below 2 that is left: a mipmap. A single INTER_AREA call with a non-integer factor
     (360 -> 64) costs about as much as decoding the frame; this costs a fraction of it and
     differs from it by a few grey levels on natural images. Enlarging is bilinear.
+    (Measured: a bilinear 360 -> 90 -> 64 would be twice as fast and as close on smooth
+    footage, but 8 dB further off on fine texture and text, where it aliases.)
     """
-    s = sq.shape[0]
-    halvings = 0
-    while s >> halvings >= 2 * size:
-        halvings += 1
-    if halvings:
-        # trim the square evenly to a multiple of 2**halvings, so no halving drops an edge row
-        # (which would shift the picture by half a pixel each time)
-        keep = (s >> halvings) << halvings
-        o = (s - keep) // 2
-        sq = sq[o : o + keep, o : o + keep]
-        for _ in range(halvings):
-            s = sq.shape[0] // 2
-            sq = cv2.resize(sq, (s, s), interpolation=cv2.INTER_AREA)
-    if s != size:
-        sq = cv2.resize(sq, (size, size), interpolation=cv2.INTER_LINEAR)
-    return sq
+
+    y: int
+    x: int
+    side: int  # the crop: the centred square, trimmed evenly to a multiple of 2**halvings
+    steps: tuple[tuple[int, int], ...]  # (side after the step, OpenCV interpolation)
+
+    @classmethod
+    def of(cls, height: int, width: int, size: int) -> Shrink:
+        s = min(height, width)
+        halvings = 0
+        while s >> halvings >= 2 * size:
+            halvings += 1
+        # trimmed so that no halving drops an edge row (which would shift the picture by half
+        # a pixel each time)
+        side = (s >> halvings) << halvings
+        steps = [(side >> i, cv2.INTER_AREA) for i in range(1, halvings + 1)]
+        if side >> halvings != size:
+            steps.append((size, cv2.INTER_LINEAR))
+        y = (height - s) // 2 + (s - side) // 2
+        x = (width - s) // 2 + (s - side) // 2
+        return cls(y, x, side, tuple(steps))
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W[, C]) -> (size, size[, C]); the crop is a view, nothing outside it is read."""
+        img = frame[self.y : self.y + self.side, self.x : self.x + self.side]
+        for n, interpolation in self.steps:
+            img = cv2.resize(img, (n, n), interpolation=interpolation)
+        return img
+
+
+def resize_square(sq: np.ndarray, size: int) -> np.ndarray:
+    """A square (S, S) or (S, S, C) image to (size, size[, C]), anti-aliased (see Shrink)."""
+    return Shrink.of(sq.shape[0], sq.shape[1], size)(sq)
 
 
 def crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
     """Centre-crop to a square, then resize to size x size: the one preprocessing of every
     frame (the sample stage and a still image given to generate go through it alike)."""
-    return resize_square(centre_square(frame), size)
+    return Shrink.of(frame.shape[0], frame.shape[1], size)(frame)
 
 
 def kept_frames(frames: int, interval: int) -> int:
@@ -100,6 +114,17 @@ class ClipPlan:
         last = min(n_clips - 1, k // self.stride)
         return range(first, last + 1)
 
+    def times(self, n_clips: int) -> list[int]:
+        """For each kept frame up to the last one a clip needs: how many clips hold it
+        (len(slots(k, n_clips)) for every k at once; 0 in a gap between clips)."""
+        if n_clips <= 0:
+            return []
+        length, stride = self.length, self.stride
+        return [
+            max(0, min(n_clips - 1, k // stride) - max(0, -((length - 1 - k) // stride)) + 1)
+            for k in range((n_clips - 1) * stride + length)
+        ]
+
     def start_frame(self, clip: int) -> int:
         """The source frame number a clip starts at."""
         return clip * self.stride * self.interval
@@ -113,7 +138,7 @@ class NpyRows:
     """
 
     def __init__(self, path: str | Path, offset: int, first_row: int, clip_shape: tuple[int, ...]):
-        self.clip_bytes = int(np.prod(clip_shape))
+        self.clip_bytes = math.prod(clip_shape)
         self.base = offset + first_row * self.clip_bytes  # offset: data_offset(path), read once
         self.fd = os.open(path, os.O_WRONLY)
 
@@ -145,7 +170,7 @@ def data_offset(path: str | Path) -> int:
 class PixelSums:
     """Per-channel pixel count, sum and sum of squares, for the mean and std in stats.json.
 
-    Floats summed in a fixed order (frames in decode order, videos by id), so the result does
+    Floats summed in a fixed order (clips in decode order, videos by id), so the result does
     not depend on which worker finished first: parallel output equals serial output.
     """
 
@@ -154,20 +179,17 @@ class PixelSums:
         self.s = [0.0] * channels
         self.ss = [0.0] * channels
 
-    def add(self, image: np.ndarray, times: int) -> None:
-        """Count an (H, W) gray or (H, W, 3) BGR uint8 image `times` times (once per clip it
-        is in); channels are stored in RGB order, as the arrays hold them."""
-        n = image.shape[0] * image.shape[1]
-        self.n += n * times
-        # one cv2 call for every channel of an interleaved image: 5 us for 64x64x3, where an
-        # exact integer sum of squares (multiply to uint16, then sum) costs 16 us
-        mean, std = cv2.meanStdDev(image)  # (C, 1) each
-        c = len(self.s)
-        order = range(c)[::-1] if c == 3 else range(c)  # BGR -> RGB
-        for i, k in enumerate(order):
-            m, sd = float(mean[k, 0]), float(std[k, 0])
-            self.s[i] += m * n * times
-            self.ss[i] += (sd * sd + m * m) * n * times
+    def add(self, frames: np.ndarray) -> None:
+        """Count the pixels of (N, C, H, W) uint8 frames (any strides, e.g. a clip's ring)."""
+        n, c, h, w = frames.shape
+        self.n += n * h * w
+        for i in range(c):
+            # one cv2 call per channel of a whole clip (8 us for 20 frames of 64x64); an
+            # exact integer sum of squares (multiply to uint16, then sum) costs 5x more
+            mean, std = cv2.meanStdDev(frames[:, i].reshape(n, h * w))
+            m, sd = float(mean[0, 0]), float(std[0, 0])
+            self.s[i] += m * n * h * w
+            self.ss[i] += (sd * sd + m * m) * n * h * w
 
     def __iadd__(self, other: PixelSums) -> PixelSums:
         self.n += other.n
@@ -199,37 +221,51 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: 
     The frames live in a ring of T reused buffers: the sink must copy or write them out
     before returning. Raises VideoError when the video ends before its last clip.
     `threads`: see open_video.
+
+    Gray output takes open_video's gray route: a colour video's luma plane, shrunk, then
+    mapped to full range (on size^2 pixels, not the frame's); colour output shrinks the BGR
+    frame first and reorders channels after, on size^2 pixels too.
     """
     sums = PixelSums(plan.channels)
     if n_clips <= 0:
         return sums
     gray = plan.channels == 1
-    cap, native_gray = open_video(path, gray=gray, threads=threads)
+    cap, table = open_video(path, gray=gray, threads=threads)
     length, stride = plan.length, plan.stride
     ring = np.empty((length, *plan.frame_shape), np.uint8)  # (T, C, H, W): the last T kept frames
+    times = plan.times(n_clips)  # per kept frame: how many clips hold it (0: decode only)
+    clip_ending = {c * stride + length - 1: c for c in range(n_clips)}  # kept frame -> clip
+    skip = plan.interval - 1  # frames between kept ones: decoded, never converted
     buf = None  # the decoder's frame, reused: a 4K BGR frame is 25 MB
-    last = (n_clips - 1) * stride + length - 1  # the last kept frame any clip needs
+    shrink = store = None
     source = 0
     try:
-        for k in range(last + 1):
-            for _ in range(plan.interval - 1 if k else 0):  # frames between kept ones
-                if not cap.grab():
+        with quiet_opencv() if table is not None else nullcontext():
+            for k, t in enumerate(times):
+                for _ in range(skip if k else 0):
+                    if not cap.grab():
+                        raise _ended(source, k, plan)
+                    source += 1
+                if not t:  # in a gap between clips
+                    if not cap.grab():
+                        raise _ended(source, k, plan)
+                    source += 1
+                    continue
+                ok, buf = cap.read(buf)
+                if not ok:
                     raise _ended(source, k, plan)
                 source += 1
-            if not plan.slots(k, n_clips):  # in a gap between clips: decode only, no conversion
-                if not cap.grab():
-                    raise _ended(source, k, plan)
-                source += 1
-                continue
-            ok, buf = cap.read(buf)
-            if not ok:
-                raise _ended(source, k, plan)
-            source += 1
-            small = _process(buf, ring[k % length], plan.size, gray, native_gray)
-            sums.add(small, len(plan.slots(k, n_clips)))
-            first = k - length + 1  # the kept frame the clip ending here starts at
-            if first >= 0 and first % stride == 0:  # one write per clip, not per frame
-                sink(first // stride, [ring[(first + i) % length] for i in range(length)])
+                if shrink is None:  # the first frame fixes the geometry and the conversion
+                    shrink = Shrink.of(buf.shape[0], buf.shape[1], plan.size)
+                    if not shrink.steps and buf.shape[:2] == (shrink.side, shrink.side):
+                        shrink = _as_is  # already size x size: no crop, no resize
+                    store = _storer(buf, gray, table)
+                store(shrink(buf), ring[k % length])
+                c = clip_ending.get(k)
+                if c is not None:  # the ring holds exactly this clip: one write, one count
+                    first = k - length + 1
+                    sink(c, [ring[(first + i) % length] for i in range(length)])
+                    sums.add(ring)
     finally:
         cap.release()
     return sums
@@ -242,28 +278,37 @@ def _ended(source: int, k: int, plan: ClipPlan) -> VideoError:
     )
 
 
-def _process(frame: np.ndarray, out: np.ndarray, size: int, gray: bool, native_gray: bool) -> np.ndarray:
-    """Decoded frame (H, W) gray or (H, W, 3|4) BGR(A) -> `out` (C, size, size), in place.
+def _as_is(frame: np.ndarray) -> np.ndarray:
+    return frame
 
-    Returns the small image before the channel reordering: (size, size) gray or
-    (size, size, 3) BGR."""
-    sq = centre_square(frame)  # a view: nothing outside the square is ever touched
-    if sq.ndim == 3 and sq.shape[2] == 4:
-        sq = sq[..., :3]
-    if sq.ndim == 3 and (native_gray or sq.shape[2] == 1):
-        sq = sq[..., 0]
-    # Shrink first, convert after: the colour conversion then touches size^2 pixels, not S^2.
-    small = resize_square(sq, size)
+
+def _storer(frame: np.ndarray, gray: bool, table: np.ndarray | None):  # noqa: ANN202
+    """For decoded frames shaped like `frame`: a function (small, out) that writes a shrunk
+    frame into `out` (C, size, size), converted to gray or to RGB."""
+    if table is not None:  # the decoder's gray plane: map it onto gray, straight into `out`
+        if table is FULL_RANGE:
+            def plane(small: np.ndarray, out: np.ndarray) -> None:
+                out[0] = small
+            return plane
+
+        def luma(small: np.ndarray, out: np.ndarray) -> None:
+            cv2.LUT(small, table, dst=out[0])
+        return luma
+    channels = 1 if frame.ndim == 2 else frame.shape[2]
+    if channels == 1:  # a gray decoder output: gray as it is, or the same value in R, G and B
+        def gray_plane(small: np.ndarray, out: np.ndarray) -> None:
+            out[:] = small.reshape(out.shape[1:])
+        return gray_plane
     if gray:
-        if small.ndim == 3:
-            small = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-        out[0] = small
-    elif small.ndim == 2:  # a gray decoder output: the same value in R, G and B
-        out[:] = small
-        small = cv2.merge([small, small, small])
-    else:
-        out[:] = small.transpose(2, 0, 1)[::-1]  # (H, W, BGR) -> (RGB, H, W)
-    return small
+        code = cv2.COLOR_BGRA2GRAY if channels == 4 else cv2.COLOR_BGR2GRAY
+
+        def to_gray(small: np.ndarray, out: np.ndarray) -> None:
+            cv2.cvtColor(small, code, dst=out[0])
+        return to_gray
+
+    def to_rgb(small: np.ndarray, out: np.ndarray) -> None:
+        out[:] = small[..., 2::-1].transpose(2, 0, 1)  # (H, W, BGR[A]) -> (RGB, H, W)
+    return to_rgb
 
 
 def assign_splits(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,28 @@ BROWSER = ("vp09", ".mp4")
 
 cv2.setNumThreads(1)  # parallelism comes from one process per video, not from inside OpenCV
 
+
+def _fourcc(tag: bytes) -> int:
+    return int.from_bytes(tag, "little")
+
+
 # The decoder's own pixel format, as OpenCV reports it (CAP_PROP_CODEC_PIXEL_FORMAT, a fourcc).
-_GRAY_FOURCC = int.from_bytes(b"Y800", "little")
+_GRAY_FOURCC = _fourcc(b"Y800")
+# 8-bit planar and semi-planar Y'CbCr formats (yuv420p, yuvj420p, yuv422p, yuv444p, nv12, ...):
+# with CAP_PROP_CONVERT_RGB off OpenCV hands over their first plane, the luma, as (H, W) uint8.
+# Packed (YUYV), 10-bit and RGB formats are not here: their first plane is not a gray image.
+_LUMA_FOURCCS = frozenset(
+    _fourcc(t) for t in (b"I420", b"IYUV", b"YV12", b"Y42B", b"444P", b"Y41B", b"YUV9", b"NV12", b"NV21")
+)
+
+# Luma -> gray tables. Limited ("TV") range puts black at 16 and white at 235 (mp4v, VP9, H.264
+# mostly); full range (MJPEG, some phone footage) uses 0-255 already. The container does not
+# say which through OpenCV, so the first frame decides (see _luma_table).
+FULL_RANGE = np.arange(256, dtype=np.uint8)
+LIMITED_RANGE = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+# The luma route must reproduce OpenCV's BGR -> gray conversion of the first frame this closely
+# (mean absolute difference in grey levels) to be taken; measured: 1.4 (mp4v, VP9), 0.9 (MJPEG).
+LUMA_TOLERANCE = 2.5
 
 # A container that declares more frames than decode, by more than this fraction (and in time as
 # well as in count, so variable-frame-rate files are not flagged), is truncated or corrupt.
@@ -50,17 +71,7 @@ class VideoInfo:
     height: int
 
 
-def open_video(path: str | Path, gray: bool = False, threads: int = 0) -> tuple[cv2.VideoCapture, bool]:
-    """An opened capture, and whether it returns gray (H, W) frames natively.
-
-    `threads`: FFmpeg decoder threads, 0 for OpenCV's default (one per core). Processes that
-    already run one per core ask for 1, so two of them do not fight over each core.
-
-    For a gray source (pixel format Y800, e.g. our FFV1 Moving Digits) asking for gray skips
-    FFmpeg's conversion to BGR and OpenCV's conversion back: the luma plane is the answer, bit
-    for bit. Colour sources keep the BGR conversion: their raw luma plane is usually in limited
-    range (16-235) and would not equal a BGR -> gray conversion.
-    """
+def _capture(path: str | Path, threads: int = 0) -> cv2.VideoCapture:
     if threads > 0:
         cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
     else:
@@ -68,10 +79,75 @@ def open_video(path: str | Path, gray: bool = False, threads: int = 0) -> tuple[
     if not cap.isOpened():
         cap.release()
         raise VideoError("OpenCV cannot open it as a video (unknown format or corrupt)")
-    native_gray = False
-    if gray and int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) == _GRAY_FOURCC:
-        native_gray = bool(cap.set(cv2.CAP_PROP_CONVERT_RGB, 0))
-    return cap, native_gray
+    return cap
+
+
+def open_video(
+    path: str | Path, gray: bool = False, threads: int = 0
+) -> tuple[cv2.VideoCapture, np.ndarray | None]:
+    """An opened capture and, when it hands over (H, W) gray frames itself, the 256-entry table
+    that maps them onto gray (apply it with cv2.LUT); None when frames come out BGR.
+
+    `threads`: FFmpeg decoder threads, 0 for OpenCV's default (one per core). Processes that
+    already run one per core ask for 1, so two of them do not fight over each core.
+
+    Asking for gray skips FFmpeg's conversion to BGR (and OpenCV's back to gray), which costs
+    about as much as decoding the frame:
+      - a gray source (pixel format Y800, e.g. our FFV1 Moving Digits): its plane is the
+        answer, bit for bit (the table is the identity);
+      - a planar Y'CbCr source (mp4v, VP9, MJPEG, ...): its luma plane is the gray image up to
+        the range, which the first frame decides (limited or full); the result is within a few
+        grey levels of the BGR route (which clips out-of-gamut colours and rounds twice). When
+        neither range fits, the BGR route is kept.
+    Luma frames come with one OpenCV warning per frame; read them inside quiet_opencv().
+    """
+    cap = _capture(path, threads)
+    if not gray:
+        return cap, None
+    fmt = int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT))
+    table = FULL_RANGE if fmt == _GRAY_FOURCC else _luma_table(path) if fmt in _LUMA_FOURCCS else None
+    if table is not None and not cap.set(cv2.CAP_PROP_CONVERT_RGB, 0):
+        table = None
+    return cap, table
+
+
+def _luma_table(path: str | Path) -> np.ndarray | None:
+    """The range table under which the first frame's luma plane matches OpenCV's BGR -> gray
+    conversion of it, or None (no frame, a flat frame that cannot tell, or no range fits)."""
+    with quiet_opencv():
+        frames = []
+        for convert in (1, 0):  # two short-lived captures: one cannot switch output format
+            cap = _capture(path, threads=1)
+            try:
+                cap.set(cv2.CAP_PROP_CONVERT_RGB, convert)
+                ok, frame = cap.read()
+            finally:
+                cap.release()
+            if not ok:
+                return None
+            frames.append(frame)
+    bgr, luma = frames
+    if bgr.ndim != 3 or luma.ndim != 2 or luma.shape != bgr.shape[:2] or luma.dtype != np.uint8:
+        return None
+    step = max(1, min(luma.shape) // 256)  # a 4K frame: every 8th pixel is plenty
+    luma = luma[::step, ::step]
+    want = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[::step, ::step].astype(np.int16)
+    if luma.std() < 8:  # a flat frame fits both ranges near one grey level
+        return None
+    err = {id(t): float(np.abs(t[luma].astype(np.int16) - want).mean()) for t in (LIMITED_RANGE, FULL_RANGE)}
+    best = min((LIMITED_RANGE, FULL_RANGE), key=lambda t: err[id(t)])
+    return best if err[id(best)] <= LUMA_TOLERANCE else None
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """OpenCV's log held to errors: a luma read warns "unsupported picture format" each frame."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -138,22 +214,27 @@ def iter_frames(path: str | Path, every: int = 1, gray: bool = False) -> Iterato
     """Yield every `every`-th frame: (H, W) uint8 if gray else (H, W, 3) RGB uint8.
 
     Skipped frames are only grabbed, not converted into arrays, which is most of the saving.
+    Gray frames come through open_video's gray route (the same one the sample stage takes).
     Each yielded frame is a new array (the sample stage has its own buffer-reusing loop).
     """
-    cap, _ = open_video(path, gray=gray)
+    cap, table = open_video(path, gray=gray)
     try:
-        i = 0
-        while True:
-            if i % every:
-                if not cap.grab():
+        with quiet_opencv() if table is not None else nullcontext():
+            i = 0
+            while True:
+                if i % every:
+                    if not cap.grab():
+                        break
+                    i += 1
+                    continue
+                ok, frame = cap.read()
+                if not ok:
                     break
                 i += 1
-                continue
-            ok, frame = cap.read()
-            if not ok:
-                break
-            i += 1
-            yield to_gray(frame) if gray else to_rgb(frame)
+                if table is not None:
+                    yield cv2.LUT(frame, table) if table is not FULL_RANGE else frame
+                else:
+                    yield to_gray(frame) if gray else to_rgb(frame)
     finally:
         cap.release()
 
