@@ -79,6 +79,15 @@ def make_sets(root: Path, quick: bool) -> dict[str, tuple[Path, int]]:
     collect(CollectConfig(source="folder", path=str(src)), root / "raw_640x360", workers=2)
     sets["640x360 mp4v, RGB"] = (root / "raw_640x360", 3)
     sets["640x360 mp4v, gray"] = (root / "raw_640x360", 1)
+    # VP9, as phones and browsers write (the OpenCV wheel has no H.264 encoder): three times
+    # mp4v's decode cost per frame, so the stage's own work weighs less; fewer frames, as
+    # encoding them costs 40 ms each
+    src = root / "src_vp9"
+    for i in range(count):
+        pan = camera_pan(frames=frames if quick else frames // 3, width=640, height=360, speed=2, seed=i)
+        write_video(src / f"pan{i}.mp4", pan, codec="vp09")
+    collect(CollectConfig(source="folder", path=str(src)), root / "raw_vp9", workers=2)
+    sets["640x360 VP9, RGB"] = (root / "raw_vp9", 3)
     src = root / "src_256"
     for i in range(count):
         write_video(src / f"shapes{i}.avi", moving_shapes(frames=frames, width=256, height=256, seed=i))

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 
-SETS = ("640x360 mp4v, RGB", "640x360 mp4v, gray", "256x256 FFV1, RGB", "Moving Digits")
+SETS = ("640x360 mp4v, RGB", "640x360 mp4v, gray", "640x360 VP9, RGB", "256x256 FFV1, RGB", "Moving Digits")
 # (bench, regular expression the figure matches from its start, unit, target): one per row
 EXPECTED = [
     *[("sample", rf"{re.escape(s)}.*: {what}$", "frames/s", target) for s in SETS
