@@ -79,6 +79,20 @@ def test_streaming_sampler_equals_the_in_memory_reference(tmp_path, channels, in
         assert sums.ss[ch] == pytest.approx(int((want[:, :, ch].astype(np.int64) ** 2).sum()), rel=1e-12)
 
 
+def test_a_video_already_at_size_is_stored_as_decoded(tmp_path):
+    # No crop, no resize: the luma plane goes straight through the range table.
+    path = write_video(tmp_path / "small.mp4", camera_pan(frames=9, width=32, height=32))
+    plan = C.ClipPlan(interval=1, length=3, stride=3, size=32, channels=1)
+    got = []
+    C.sample_video(path, plan, 3, lambda c, frames: got.extend(f.copy() for f in frames))
+    cap, table = open_video(path, gray=True)
+    with quiet_opencv():
+        planes = [cap.read()[1] for _ in range(9)]
+    cap.release()
+    assert table is LIMITED_RANGE
+    np.testing.assert_array_equal(np.stack(got)[:, 0], table[np.stack(planes)])
+
+
 def test_interval_picks_exact_source_frames(tmp_path):
     path = write_video(tmp_path / "count.avi", counter(frames=30, step=8))  # lossless gray
     plan = C.ClipPlan(interval=3, length=4, stride=2, size=32, channels=1)

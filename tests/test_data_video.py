@@ -90,12 +90,42 @@ def test_colour_source_gives_gray_from_its_luma_plane(tmp_path, codec, suffix, t
     assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 6
 
 
+def test_a_misty_opening_does_not_decide_the_range(tmp_path):
+    # Low-contrast mid-grey frames first: there the two ranges differ by less than the BGR
+    # route's own rounding, and full range even comes out closer. They must be passed over
+    # and the range decided by the first frame with real blacks and whites (limited, mp4v).
+    pan = camera_pan(frames=12, width=96, height=64)
+    mist = np.clip(121 + (pan[:4] - pan[:4].mean()) * 0.2, 0, 255).astype(np.uint8)
+    path = write_video(tmp_path / "mist.mp4", np.concatenate([mist, pan]))
+    cap, table = V.open_video(path, gray=True)
+    cap.release()
+    assert table is V.LIMITED_RANGE
+    diff = np.abs(V.read_video(path, gray=True).astype(int) - _bgr_gray(path))
+    assert diff[4:].mean() < 1.5  # the wrong (full) range would be off by about 6 levels
+
+
+def test_luma_reads_leave_opencvs_log_level_as_they_found_it(tmp_path):
+    path = write_video(tmp_path / "pan.mp4", camera_pan(frames=6, width=48, height=32))
+    level = cv2.utils.logging.getLogLevel()
+    a, b = V.iter_frames(path, gray=True), V.iter_frames(path, gray=True)
+    next(a), next(b)
+    assert cv2.utils.logging.getLogLevel() == level  # not held while the caller has the frame
+    a.close(), b.close()  # closed out of order
+    assert cv2.utils.logging.getLogLevel() == level
+    from vqvideo.data import clips as C
+
+    plan = C.ClipPlan(interval=1, length=4, stride=4, size=16, channels=1)
+    with pytest.raises(V.VideoError, match="stopped after 6 frames"):
+        C.sample_video(path, plan, 3, lambda *a: None)  # promised 12 frames: fails mid-read
+    assert cv2.utils.logging.getLogLevel() == level
+
+
 @pytest.mark.parametrize("make", [
     # FFV1 colour decodes to BGRA: its first plane is not a luma plane
     lambda d: V.write_video(d / "rgb.mkv", camera_pan(frames=6, width=48, height=32), fps=10),
-    # a flat first frame fits both ranges: it cannot tell which one the file uses
+    # a flat video fits both ranges: no frame tells which one the file uses
     lambda d: write_video(d / "flat.mp4", np.full((6, 32, 48, 3), 113, np.uint8)),
-], ids=["lossless-bgra", "flat-first-frame"])
+], ids=["lossless-bgra", "flat-video"])
 def test_gray_keeps_the_bgr_route_when_the_luma_plane_cannot_be_trusted(tmp_path, make):
     path = make(tmp_path)
     cap, table = V.open_video(path, gray=True)

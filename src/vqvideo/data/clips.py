@@ -222,9 +222,10 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: 
     before returning. Raises VideoError when the video ends before its last clip.
     `threads`: see open_video.
 
-    Gray output takes open_video's gray route: a colour video's luma plane, shrunk, then
-    mapped to full range (on size^2 pixels, not the frame's); colour output shrinks the BGR
-    frame first and reorders channels after, on size^2 pixels too.
+    Gray output takes open_video's gray route where it has one: a colour video's luma plane,
+    shrunk, then mapped to full range (on size^2 pixels, not the frame's); otherwise the BGR
+    frame is shrunk, then converted to gray. Colour output shrinks the BGR frame first and
+    reorders channels after, on size^2 pixels too.
     """
     sums = PixelSums(plan.channels)
     if n_clips <= 0:
@@ -237,7 +238,7 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: 
     clip_ending = {c * stride + length - 1: c for c in range(n_clips)}  # kept frame -> clip
     skip = plan.interval - 1  # frames between kept ones: decoded, never converted
     buf = None  # the decoder's frame, reused: a 4K BGR frame is 25 MB
-    shrink = store = None
+    shape = shrink = store = None
     source = 0
     try:
         with quiet_opencv() if table is not None else nullcontext():
@@ -255,9 +256,10 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: 
                 if not ok:
                     raise _ended(source, k, plan)
                 source += 1
-                if shrink is None:  # the first frame fixes the geometry and the conversion
-                    shrink = Shrink.of(buf.shape[0], buf.shape[1], plan.size)
-                    if not shrink.steps and buf.shape[:2] == (shrink.side, shrink.side):
+                if buf.shape != shape:  # the first frame (or a size change) sets the geometry
+                    shape = buf.shape
+                    shrink = Shrink.of(shape[0], shape[1], plan.size)
+                    if not shrink.steps and shape[:2] == (shrink.side, shrink.side):
                         shrink = _as_is  # already size x size: no crop, no resize
                     store = _storer(buf, gray, table)
                 store(shrink(buf), ring[k % length])

@@ -47,12 +47,18 @@ _LUMA_FOURCCS = frozenset(
 
 # Luma -> gray tables. Limited ("TV") range puts black at 16 and white at 235 (mp4v, VP9, H.264
 # mostly); full range (MJPEG, some phone footage) uses 0-255 already. The container does not
-# say which through OpenCV, so the first frame decides (see _luma_table).
+# say which through OpenCV, so the video's first frames decide (see _luma_table).
 FULL_RANGE = np.arange(256, dtype=np.uint8)
 LIMITED_RANGE = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
-# The luma route must reproduce OpenCV's BGR -> gray conversion of the first frame this closely
-# (mean absolute difference in grey levels) to be taken; measured: 1.4 (mp4v, VP9), 0.9 (MJPEG).
+# A frame decides the range when, mapped through one table, its luma plane reproduces OpenCV's
+# BGR -> gray conversion of it within LUMA_TOLERANCE grey levels on average (measured: 1.4 on
+# mp4v and VP9, 0.9 on MJPEG), and the other table does worse by LUMA_MARGIN at least. The two
+# tables agree near grey level 113, so a dim, misty or flat frame cannot tell them apart (the
+# wrong one can even come out slightly closer); such frames are passed over, up to
+# LUMA_PROBE_FRAMES of them, and a video none of them decides keeps the BGR route.
 LUMA_TOLERANCE = 2.5
+LUMA_MARGIN = 1.0
+LUMA_PROBE_FRAMES = 48
 
 # A container that declares more frames than decode, by more than this fraction (and in time as
 # well as in count, so variable-frame-rate files are not flagged), is truncated or corrupt.
@@ -96,47 +102,66 @@ def open_video(
       - a gray source (pixel format Y800, e.g. our FFV1 Moving Digits): its plane is the
         answer, bit for bit (the table is the identity);
       - a planar Y'CbCr source (mp4v, VP9, MJPEG, ...): its luma plane is the gray image up to
-        the range, which the first frame decides (limited or full); the result is within a few
-        grey levels of the BGR route (which clips out-of-gamut colours and rounds twice). When
-        neither range fits, the BGR route is kept.
+        the range (limited or full), which the first frame that can tell decides; the result is
+        within a few grey levels of the BGR route (which clips out-of-gamut colours and rounds
+        twice). When no frame tells, or neither range fits, the BGR route is kept.
     Luma frames come with one OpenCV warning per frame; read them inside quiet_opencv().
     """
     cap = _capture(path, threads)
     if not gray:
         return cap, None
-    fmt = int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT))
-    table = FULL_RANGE if fmt == _GRAY_FOURCC else _luma_table(path) if fmt in _LUMA_FOURCCS else None
+    try:
+        fmt = int(cap.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT))
+        table = FULL_RANGE if fmt == _GRAY_FOURCC else _luma_table(path) if fmt in _LUMA_FOURCCS else None
+    except BaseException:
+        cap.release()
+        raise
     if table is not None and not cap.set(cv2.CAP_PROP_CONVERT_RGB, 0):
         table = None
     return cap, table
 
 
 def _luma_table(path: str | Path) -> np.ndarray | None:
-    """The range table under which the first frame's luma plane matches OpenCV's BGR -> gray
-    conversion of it, or None (no frame, a flat frame that cannot tell, or no range fits)."""
-    with quiet_opencv():
-        frames = []
-        for convert in (1, 0):  # two short-lived captures: one cannot switch output format
-            cap = _capture(path, threads=1)
-            try:
-                cap.set(cv2.CAP_PROP_CONVERT_RGB, convert)
-                ok, frame = cap.read()
-            finally:
-                cap.release()
-            if not ok:
-                return None
-            frames.append(frame)
-    bgr, luma = frames
-    if bgr.ndim != 3 or luma.ndim != 2 or luma.shape != bgr.shape[:2] or luma.dtype != np.uint8:
-        return None
+    """The range table under which the video's luma planes match OpenCV's BGR -> gray
+    conversion of the same frames, decided by the first frame that can tell (see LUMA_MARGIN);
+    None when the first LUMA_PROBE_FRAMES cannot, or neither range fits."""
+    caps = []
+    try:
+        with quiet_opencv():
+            for convert in (1, 0):  # two short-lived captures: one cannot switch output format
+                caps.append(_capture(path, threads=1))
+                caps[-1].set(cv2.CAP_PROP_CONVERT_RGB, convert)
+            for _ in range(LUMA_PROBE_FRAMES):
+                (ok_bgr, bgr), (ok_luma, luma) = caps[0].read(), caps[1].read()
+                if not (ok_bgr and ok_luma):
+                    return None
+                if bgr.ndim != 3 or luma.ndim != 2 or luma.shape != bgr.shape[:2] or luma.dtype != np.uint8:
+                    return None  # not a luma plane after all
+                table = _decide_range(luma, bgr)
+                if table is not None:
+                    return None if table is _NEITHER else table
+    finally:
+        for cap in caps:
+            cap.release()
+    return None
+
+
+_NEITHER = np.zeros(0, np.uint8)  # _decide_range: the frame tells, and no range fits
+
+
+def _decide_range(luma: np.ndarray, bgr: np.ndarray) -> np.ndarray | None:
+    """LIMITED_RANGE or FULL_RANGE if this frame decides, _NEITHER if it rules both out, None if
+    it cannot tell."""
     step = max(1, min(luma.shape) // 256)  # a 4K frame: every 8th pixel is plenty
     luma = luma[::step, ::step]
     want = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[::step, ::step].astype(np.int16)
-    if luma.std() < 8:  # a flat frame fits both ranges near one grey level
+    err = [float(np.abs(t[luma].astype(np.int16) - want).mean()) for t in (LIMITED_RANGE, FULL_RANGE)]
+    best, other = (0, 1) if err[0] <= err[1] else (1, 0)
+    if err[other] - err[best] < LUMA_MARGIN:
         return None
-    err = {id(t): float(np.abs(t[luma].astype(np.int16) - want).mean()) for t in (LIMITED_RANGE, FULL_RANGE)}
-    best = min((LIMITED_RANGE, FULL_RANGE), key=lambda t: err[id(t)])
-    return best if err[id(best)] <= LUMA_TOLERANCE else None
+    if err[best] > LUMA_TOLERANCE:
+        return _NEITHER
+    return (LIMITED_RANGE, FULL_RANGE)[best]
 
 
 @contextmanager
@@ -218,23 +243,25 @@ def iter_frames(path: str | Path, every: int = 1, gray: bool = False) -> Iterato
     Each yielded frame is a new array (the sample stage has its own buffer-reusing loop).
     """
     cap, table = open_video(path, gray=gray)
+    quiet = quiet_opencv if table is not None else nullcontext
     try:
-        with quiet_opencv() if table is not None else nullcontext():
-            i = 0
-            while True:
-                if i % every:
+        i = 0
+        while True:
+            if i % every:
+                with quiet():
                     if not cap.grab():
                         break
-                    i += 1
-                    continue
-                ok, frame = cap.read()
-                if not ok:
-                    break
                 i += 1
-                if table is not None:
-                    yield cv2.LUT(frame, table) if table is not FULL_RANGE else frame
-                else:
-                    yield to_gray(frame) if gray else to_rgb(frame)
+                continue
+            with quiet():  # not held across the yield: the caller's own OpenCV calls may warn
+                ok, frame = cap.read()
+            if not ok:
+                break
+            i += 1
+            if table is not None:
+                yield cv2.LUT(frame, table) if table is not FULL_RANGE else frame
+            else:
+                yield to_gray(frame) if gray else to_rgb(frame)
     finally:
         cap.release()
 
