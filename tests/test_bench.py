@@ -23,9 +23,12 @@ EXPECTED = [
     *[("sample", rf"{re.escape(s)}.*: {what}$", "frames/s", target) for s in SETS
       for what, target in (("raw, FFmpeg's default threads", ""),
                            (r"raw, 2 processes \(this machine's ceiling for 2 workers\)", ""),
-                           ("sample, 1 worker", ">= 0.8"), ("sample, 2 workers", ">= 1.6"))],
+                           ("sample, 1 worker", ">= 0.8"), ("sample, 2 workers", ">= 1.6"),
+                           ("sample, 2 workers, against its own 1 worker", ""),
+                           ("sample, 2 workers, against the raw loop in 2 processes", ""))],
     *[("sample", rf"{re.escape(s)}.*: sample, {w}, CPU time$", "frames/CPU-s", ">= 0.8") for s in SETS
       for w in ("1 worker", "2 workers")],
+    *[("sample", rf"{re.escape(s)}.*: raw, 2 processes, CPU time$", "frames/CPU-s", "") for s in SETS],
     ("quantizer", r"ours fwd\+bwd, K=512", "ms", "<= 0.5"),
     ("quantizer", r"ours fwd\+bwd, channels-last", "ms", ""),
     ("train-step", r"fp32 step FLOP/s", "GFLOP/s", ">= 0.3"),

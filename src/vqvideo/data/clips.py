@@ -308,9 +308,14 @@ def _storer(frame: np.ndarray, gray: bool, table: np.ndarray | None):  # noqa: A
             cv2.cvtColor(small, code, dst=out[0])
         return to_gray
 
-    def to_rgb(small: np.ndarray, out: np.ndarray) -> None:
-        out[:] = small[..., 2::-1].transpose(2, 0, 1)  # (H, W, BGR[A]) -> (RGB, H, W)
-    return to_rgb
+    if channels == 3:
+        def to_rgb(small: np.ndarray, out: np.ndarray) -> None:
+            cv2.split(small, [out[2], out[1], out[0]])  # (H, W, BGR) -> (RGB, H, W): 1.4 us, numpy 3.5
+        return to_rgb
+
+    def bgra_to_rgb(small: np.ndarray, out: np.ndarray) -> None:
+        out[:] = small[..., 2::-1].transpose(2, 0, 1)  # (H, W, BGRA) -> (RGB, H, W)
+    return bgra_to_rgb
 
 
 def assign_splits(
