@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python bench/bench_sample.py            # a few minutes on 2 busy cores
     OMP_NUM_THREADS=1 python bench/bench_sample.py --quick    # tiny inputs, one round: to check it runs
+    OMP_NUM_THREADS=1 python bench/bench_sample.py --only "mp4v, RGB"   # one input set
 
 For each input set it collects the videos once, then times, interleaved so a neighbour's burst
 hits all alike (median of --repeat runs), both wall clock and CPU time (user + system, workers
@@ -72,37 +73,42 @@ def raw_decode_parallel(files: list[Path], processes: int = 2) -> int:
         return sum(pool.map(raw_decode, parts))
 
 
-def make_sets(root: Path, quick: bool) -> dict[str, tuple[Path, int]]:
-    """{name: (raw dir, channels)} collected by the real collect stage."""
+def make_sets(root: Path, quick: bool, only: str = "") -> dict[str, tuple[Path, int]]:
+    """{name: (raw dir, channels)} collected by the real collect stage; `only`: just the sets
+    whose name contains it."""
     frames = 30 if quick else 300
     count = 2 if quick else 4  # two videos at least, so that 2 workers run in parallel
     sets = {}
     src = root / "src_640x360"
-    for i in range(count):  # mp4v decodes at ~6000 frames/s: 4 x 1200 frames, ~0.8 s a pass
-        pan = camera_pan(frames=frames * (1 if quick else 4), width=640, height=360, speed=1, seed=i)
-        write_video(src / f"pan{i}.mp4", pan)
-        del pan
-    collect(CollectConfig(source="folder", path=str(src)), root / "raw_640x360", workers=2)
-    sets["640x360 mp4v, RGB"] = (root / "raw_640x360", 3)
-    sets["640x360 mp4v, gray"] = (root / "raw_640x360", 1)
+    if only in "640x360 mp4v, RGB" or only in "640x360 mp4v, gray":
+        for i in range(count):  # mp4v decodes at 4400-6000 frames/s: 4 x 1200 frames, ~1 s a pass
+            pan = camera_pan(frames=frames * (1 if quick else 4), width=640, height=360, speed=1, seed=i)
+            write_video(src / f"pan{i}.mp4", pan)
+            del pan
+        collect(CollectConfig(source="folder", path=str(src)), root / "raw_640x360", workers=2)
+        sets["640x360 mp4v, RGB"] = (root / "raw_640x360", 3)
+        sets["640x360 mp4v, gray"] = (root / "raw_640x360", 1)
     # VP9, as phones and browsers write (the OpenCV wheel has no H.264 encoder): three times
     # mp4v's decode cost per frame, so the stage's own work weighs less; fewer frames
-    # (4 x 200, ~0.4 s a pass), as encoding them costs 40 ms each
+    # (4 x 400, ~0.8 s a pass), as encoding them costs 40 ms each
     src = root / "src_vp9"
-    for i in range(count):
-        pan = camera_pan(frames=frames if quick else frames * 2 // 3, width=640, height=360, speed=2, seed=i)
-        write_video(src / f"pan{i}.mp4", pan, codec="vp09")
-    collect(CollectConfig(source="folder", path=str(src)), root / "raw_vp9", workers=2)
-    sets["640x360 VP9, RGB"] = (root / "raw_vp9", 3)
+    if only in "640x360 VP9, RGB":
+        for i in range(count):
+            pan = camera_pan(frames=frames if quick else frames * 4 // 3, width=640, height=360, speed=2, seed=i)
+            write_video(src / f"pan{i}.mp4", pan, codec="vp09")
+        collect(CollectConfig(source="folder", path=str(src)), root / "raw_vp9", workers=2)
+        sets["640x360 VP9, RGB"] = (root / "raw_vp9", 3)
     src = root / "src_256"
-    for i in range(count):
-        write_video(src / f"shapes{i}.avi", moving_shapes(frames=frames, width=256, height=256, seed=i))
-    collect(CollectConfig(source="folder", path=str(src)), root / "raw_256", workers=2)
-    sets["256x256 FFV1, RGB"] = (root / "raw_256", 3)
+    if only in "256x256 FFV1, RGB":
+        for i in range(count):
+            write_video(src / f"shapes{i}.avi", moving_shapes(frames=frames, width=256, height=256, seed=i))
+        collect(CollectConfig(source="folder", path=str(src)), root / "raw_256", workers=2)
+        sets["256x256 FFV1, RGB"] = (root / "raw_256", 3)
     n = 20 if quick else 500
-    collect(CollectConfig(num_videos=n, frames_per_video=40), root / "raw_digits", workers=2)
-    sets[f"Moving Digits {n}x40 64x64 FFV1, gray"] = (root / "raw_digits", 1)
-    return sets
+    if only in f"Moving Digits {n}x40 64x64 FFV1, gray":
+        collect(CollectConfig(num_videos=n, frames_per_video=40), root / "raw_digits", workers=2)
+        sets[f"Moving Digits {n}x40 64x64 FFV1, gray"] = (root / "raw_digits", 1)
+    return {k: v for k, v in sets.items() if only in k}
 
 
 def timed(fn) -> tuple[float, float]:  # noqa: ANN001
@@ -114,14 +120,14 @@ def timed(fn) -> tuple[float, float]:  # noqa: ANN001
     return w, cpu
 
 
-def rows(quick: bool = False, *, repeat: int = 5, work: Path | None = None) -> list[Row]:
+def rows(quick: bool = False, *, repeat: int = 5, work: Path | None = None, only: str = "") -> list[Row]:
     """Wall-clock rows (the targets), then CPU-time rows (unit frames/CPU-s); quick: one round."""
     if quick:
         repeat = 1
     root = Path(work or tempfile.mkdtemp(prefix="bench_sample_"))
     root.mkdir(parents=True, exist_ok=True)
     try:
-        return _measure(make_sets(root, quick), root, repeat)
+        return _measure(make_sets(root, quick, only), root, repeat)
     finally:
         if work is None:
             shutil.rmtree(root, ignore_errors=True)
@@ -179,6 +185,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", default="", metavar="TEXT",
+                    help='just the input sets whose name contains TEXT, e.g. "mp4v, RGB"')
     ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -186,7 +194,7 @@ def main() -> None:
     load0 = os.getloadavg()
     print(f"# bench_sample: {os.cpu_count()} CPUs, load average {load0[0]:.2f} (1 min) before, "
           f"OpenCV {cv2.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    table = rows(args.quick, repeat=args.repeat, work=args.dir)
+    table = rows(args.quick, repeat=args.repeat, work=args.dir, only=args.only)
     load1 = os.getloadavg()
     print_table("wall clock: the targets (sample stage vs a bare OpenCV read loop, same files, same run)",
                 [r for r in table if r.unit == "frames/s"])
