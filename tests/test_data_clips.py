@@ -200,3 +200,15 @@ def test_camera_pan_is_sampled_in_rgb(tmp_path):
     got = np.zeros((2, *plan.clip_shape), np.uint8)
     C.sample_video(path, plan, 2, lambda c, frames: got.__setitem__(c, np.stack(frames)))
     np.testing.assert_array_equal(got.reshape(12, 3, 64, 64).transpose(0, 2, 3, 1), camera_pan(12, 64, 64))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_colour_frames_land_in_the_ring_as_planar_rgb(channels, contiguous):
+    rng = np.random.default_rng(channels)
+    frame = rng.integers(0, 256, (16, 24, channels), dtype=np.uint8)  # BGR[A], as OpenCV decodes
+    small = np.ascontiguousarray(frame[:, 4:20]) if contiguous else frame[:, 4:20]  # a crop is a view
+    ring = np.zeros((3, 3, 16, 16), np.uint8)
+    C._storer(frame, gray=False, table=None)(small, ring[1])
+    np.testing.assert_array_equal(ring[1], small[..., 2::-1].transpose(2, 0, 1))
+    assert not ring[0].any() and not ring[2].any()  # the neighbouring slots are untouched
