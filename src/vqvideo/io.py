@@ -4,7 +4,8 @@ Everything a stage writes goes through a temporary name in the same folder and `
 which is atomic on POSIX; a stage killed mid-write leaves the previous output in place. A folder
 is filled under a temporary name and swapped in whole (an atomic exchange on Linux), so its files
 always belong to one run. Temporary names carry the writer's process id: the next writer of the
-same output removes what a killed one left behind.
+same output removes what a killed one left behind. Outputs get the user's umask like any file
+(0644 and 0755 under the usual 022), not the private 0600 / 0700 of the temporaries.
 """
 
 from __future__ import annotations
@@ -102,6 +103,21 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask can only set it: swapping it
+    back and forth would give a file another thread creates meanwhile the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS) or a kernel before 4.7
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make a rename durable across a power cut, not just a killed process."""
     try:
@@ -126,9 +142,12 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         prefix=_tmp_prefix(path), suffix=suffix if suffix is not None else path.suffix + ".tmp",
         dir=path.parent,
     )
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        try:  # mkstemp makes it 0600; the output gets the user's umask, like any file
+            os.fchmod(fd, 0o666 & ~_umask())
+        finally:
+            os.close(fd)
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
@@ -326,6 +345,7 @@ def scratch_dir(beside: str | Path) -> Iterator[Path]:
     _clean_once(beside)
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(beside), suffix=".tmp", dir=beside.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; staging_dir swaps it into place
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
