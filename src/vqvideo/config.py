@@ -105,17 +105,17 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(1200, ge=1)
+    steps: int = Field(500, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(30, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)  # cosine decays to lr * this
     grad_clip: float = Field(1.0, ge=0)  # 0 disables
     seed: int = 0
     eval_every: int = Field(100, ge=1)
-    log_every: int = Field(20, ge=1)
-    checkpoint_every: int = Field(200, ge=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast: 3-4x faster on CPUs with AMX/AVX512-BF16 and on GPUs; "auto" picks it there.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -200,9 +200,9 @@ TUNE_OWNED = {"model.codebook_size", "model.beta", "train.steps", "train.eval_ev
 
 
 class TuneConfig(Section):
-    n_trials: int = Field(6, ge=1)  # the study stops once it holds this many finished trials
+    n_trials: int = Field(5, ge=1)  # the study stops once it holds this many finished trials
     timeout: float | None = Field(None, gt=0)  # seconds for this invocation; None: no limit
-    steps: int = Field(150, ge=1)  # training steps per trial
+    steps: int = Field(100, ge=1)  # training steps per trial
     # sqlite:///path.db (relative to the repo root), journal:path.log (several workers on one
     # machine), or any SQLAlchemy URL such as postgresql://user:pass@host/db (a cluster)
     storage: str = "sqlite:///optuna/vqvideo.db"
