@@ -122,36 +122,31 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(300, ge=1)
-    batch_size: int = Field(8, ge=1)  # more optimiser steps beat bigger batches in a CPU budget
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(32, ge=1)  # clips per step; each brings all its layers
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(30, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0)
-    width: int = Field(96, ge=8)
+    width: int = Field(64, ge=8)
     heads: int = Field(4, ge=1)
-    layers: int = Field(1, ge=1)  # attention blocks before and after the LSTM
+    layers: int = Field(1, ge=1)  # attention blocks over the anchor frame's tokens
     dropout: float = Field(0.0, ge=0, lt=1)
     patch: Literal[1, 2, 4] = 2  # codes grouped per token: fewer, richer tokens
-    # Motion search between consecutive decoded frames (models/prior.py): the largest
-    # displacement per frame it can see, in pixels, and the softness of its soft-argmin.
+    # Layers (models/layers.py): at most this many moving pieces per frame, and how far the
+    # tracker looks for a piece from one frame to the next (px; digits move 3.6).
+    max_layers: int = Field(4, ge=1, le=16)
     motion_radius: int = Field(6, ge=1, le=32)
-    motion_temperature: float = Field(0.002, gt=0)
-    motion_scale: Literal[1, 2, 4] = 2  # search on images shrunk by this factor: scale^4 less work
-    # Photometric loss on the warped frame: a dense gradient for the flow (0 disables).
-    photometric_weight: float = Field(100.0, ge=0)
-    photometric_blur: float = Field(1.5, ge=0)
-    residual_logits: bool = False  # learned logits on top of the re-encoded warp
-    # Training on its own rollouts against exposure bias: this fraction of each batch gets its
-    # frames after the context replaced by the prior's argmax rollout, from this point of training.
-    rollout_fraction: float = Field(0.5, ge=0, le=1)
-    rollout_start: float = Field(0.3, ge=0, le=1)
-    rollout_context: int = Field(10, ge=1)
+    track_clips: int = Field(600, ge=1)  # training clips whose layers are tracked (the targets)
+    # Each step rolls the layers forward from a random number of seen frames (1: a still image
+    # with its first step given) up to this many, and scores the positions the prior reaches.
+    max_context: int = Field(10, ge=1)
+    action_weight: float = Field(0.1, ge=0)  # weight of the action prior's cross-entropy
     seed: int = 0
     eval_every: int = Field(100, ge=1)
-    log_every: int = Field(20, ge=1)
-    checkpoint_every: int = Field(250, ge=1)
+    log_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
@@ -178,6 +173,11 @@ class EvaluateConfig(Section):
     context_frames: int = Field(10, ge=1)  # Moving MNIST protocol: 10 in, the rest predicted
     max_clips: int = Field(0, ge=0)  # 0: the whole test split
     batch_size: int = Field(32, ge=1)
+    # From one still frame: `samples` clips drawn per test clip, on the first
+    # `generation_clips` test clips (each sample is a 19-frame rollout: CPU time adds up).
+    samples: int = Field(8, ge=1)
+    generation_clips: int = Field(32, ge=1)
+    seed: int = 0
 
 
 class SearchRange(Section):

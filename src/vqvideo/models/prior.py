@@ -1,29 +1,23 @@
-"""The temporal prior: how a frame's codes move to the next frame's codes.
+"""The temporal prior: how each layer of a frame moves, and so the next frame's codes.
 
-Naive code-to-code priors learn motion too slowly for a CPU budget (they must learn, code by
-code, what a digit looks like 3.6 px further on). This prior predicts *what changes* instead,
-and lets the frozen VQ-VAE do the rest:
+A frame is split into rigid layers (`models/layers.py`: pieces of ink, or the whole scene), and
+every predicted frame is composited from one real frame with each layer moved by its
+accumulated displacement. The learned parts only decide *where* layers go, so a layer keeps its
+shape and ink for the whole clip (see `layers.py` for why the old warp-and-resample loop smeared):
 
-1. The frame's codes are decoded by the frozen VQ-VAE decoder, and a block-matching search
-   between this frame and the previous one gives each block's displacement (a soft-argmin over
-   shifts of the squared difference, the textbook motion estimate of video coding).
-2. Tokens: the h x w code grid grouped into p x p codes per token ("fewer, richer tokens"); a
-   token's input is its codes' frozen codebook vectors plus its block's motion features.
-   Multi-head self-attention (with position embeddings and a learned relative-position bias)
-   mixes one frame's tokens; an LSTM per token position carries each token across time; a second
-   attention block lets a token read its neighbours' state (who is about to arrive here).
-3. A flow head predicts the next frame's displacement field: the measured motion plus a learned
-   correction (zero at initialisation, so an untrained prior already extrapolates motion; it
-   learns bounces, occlusion and everything constant velocity gets wrong).
-4. The decoded frame is warped by that flow (bilinear sampling) and re-encoded by the frozen
-   encoder; the logits of the next frame's codes are minus the squared distances of the
-   re-encoded vectors to the codebook over a learned temperature (plus optional learned
-   residual logits). Trained with cross-entropy under teacher forcing, plus a photometric loss on
-   the warped frame that gives the flow a dense gradient (as in unsupervised optical flow).
-
-Why an LSTM per position rather than a ConvLSTM: the attention blocks already move information
-across the grid, and the motion search gives displacement directly, so the recurrent core only
-has to remember (velocity, bounces); per position it is one (tokens x width) matmul per frame.
+1. Appearance: the anchor frame's codes, p x p per token (their frozen codebook vectors), go
+   through multi-head self-attention over the frame (relative-position bias); each layer's
+   token is its tokens' features pooled under its mask (what it is, how big, what is around it).
+2. Dynamics: an LSTM per layer across time reads that token plus the layer's kinematics (its
+   box's distances to the four walls, its last step) and predicts its next step as a residual
+   on the last one: an untrained prior moves at constant velocity; training teaches bounces.
+3. Action prior (a still image shows no motion): a categorical distribution over a layer's
+   first step (whole-pixel bins within `motion_radius`) from its token and its place. Drawn
+   once per layer per sample (SVG-LP: motion drawn per sequence, not noise per pixel), or given
+   by the user (drags, a pan) or by the data's labels.
+4. Output: the composited frame is encoded by the frozen VQ-VAE; the next frame's logits are
+   minus the distances of its encoding to the codebook over a temperature (the codebook's own
+   spacing), so argmax is the VQ-VAE's own code for the predicted frame.
 """
 
 from __future__ import annotations
@@ -33,72 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvideo.config import PriorConfig
+from vqvideo.models import layers as Ly
 from vqvideo.models.vqvae import VQVAE
 
-State = tuple[Tensor, Tensor, Tensor]  # LSTM (h, c) and the last decoded frame (B, C, H, W)
-
-
-# ---------------------------------------------------------------- pure functions
-
-
-def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur of (N, C, H, W) images; widens the photometric loss's basin."""
-    if sigma <= 0:
-        return x
-    r = max(1, int(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(x.dtype)
-    c = x.shape[1]
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, r), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(r, 0), groups=c)
-
-
-@torch.no_grad()
-def block_motion(cur: Tensor, prev: Tensor, block: int, radius: int, temperature: float, scale: int = 1) -> Tensor:
-    """Per block of `cur` (N, C, H, W): where its content came from in `prev`.
-
-    Returns (N, 4, H/block, W/block): the displacement (dx, dy) in pixels as a soft-argmin of the
-    mean squared difference over all integer shifts within `radius`, the best match's residual,
-    and the block's mean intensity. The difference is pooled over a window twice the block's
-    size, so a blank block beside moving content (where it is about to arrive) takes on that
-    content's motion; a window with nothing in it matches every shift alike and stays still.
-    With `scale` > 1 the search runs on images shrunk by that factor (scale^4 times less work);
-    the soft-argmin still gives fractional displacements, returned in full-size pixels.
-    """
-    if scale > 1:
-        cur, prev = F.avg_pool2d(cur, scale), F.avg_pool2d(prev, scale)
-        block, radius = block // scale, max(1, -(-radius // scale))
-    n, c, h, w = cur.shape
-    r = radius
-    padded = F.pad(prev, (r, r, r, r))
-    costs, shifts = [], []
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            moved = padded[:, :, r - dy : r - dy + h, r - dx : r - dx + w]  # prev moved by (dx, dy)
-            err = ((cur - moved) ** 2).mean(1, keepdim=True)
-            costs.append(F.avg_pool2d(err, 2 * block, stride=block, padding=block // 2, count_include_pad=False))
-            shifts.append((dx, dy))
-    cost = torch.cat(costs, 1)  # (N, S, h/b, w/b)
-    weight = torch.softmax(-cost / temperature, dim=1)
-    disp = torch.einsum("nsij,sc->ncij", weight, torch.tensor(shifts, dtype=cur.dtype, device=cur.device))
-    residual = cost.min(1, keepdim=True).values
-    energy = F.avg_pool2d(cur.mean(1, keepdim=True), block)
-    return torch.cat([disp * scale, residual, energy], 1)
-
-
-def warp(images: Tensor, flow: Tensor) -> Tensor:
-    """Move (N, C, H, W) images by a flow (N, 2, H, W) in pixels: out(p) = images(p - flow(p))."""
-    n, _, h, w = images.shape
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=images.device)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=images.device)
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (H, W, 2) as (x, y)
-    scale = torch.tensor([2 / w, 2 / h], device=images.device)
-    grid = base - flow.permute(0, 2, 3, 1) * scale
-    return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-# ---------------------------------------------------------------- blocks
+KIN = 10  # kinematic features of a layer at a frame (see `kinematics`)
+STEP_SCALE = 4.0  # px: steps are predicted in these units (about the data's speed)
 
 
 class SpatialBlock(nn.Module):
@@ -129,7 +62,42 @@ class SpatialBlock(nn.Module):
         return x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)
 
 
-# ---------------------------------------------------------------- the prior
+def update_velocity(v: Tensor, n: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+    """A constant-velocity filter per axis: the mean of the steps so far (v, over n steps), so
+    whole-pixel steps (3, 4, 4, 3, 4, ...) give the sub-pixel speed a long clip needs. A step
+    against the estimate (a bounce) mirrors it; steps under half a pixel never count as one."""
+    flip = (step * v < 0) & (step.abs() > 0.5) & (v.abs() > 0.5)
+    n = n + 1
+    return torch.where(flip, -v, v + (step - v) / n), n
+
+
+def running_velocity(steps: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, L, T, 2) steps -> the filter's estimate after each, (B, L, T, 2), and its count."""
+    v, n = steps[:, :, 0], torch.ones_like(steps[:, :, 0])
+    out = [v]
+    for k in range(1, steps.shape[2]):
+        v, n = update_velocity(v, n, steps[:, :, k])
+        out.append(v)
+    return torch.stack(out, 2), n
+
+
+def kinematics(boxes: Tensor, disp: Tensor, steps: Tensor, scene: Tensor, valid: Tensor,
+               size: tuple[int, int], unit: float, velocity: Tensor | None = None) -> Tensor:
+    """A layer's state at each frame: (B, L, T, KIN).
+
+    boxes (B, L, 4) at the anchor; disp (B, L, T, 2) its displacement; steps (B, L, T, 2) the
+    step that brought it there; velocity (B, L, T, 2) the filter's estimate (default: the
+    step). Features: the moved box's distances to the left, top, right and bottom walls in
+    `unit` px, the step and the velocity in STEP_SCALE px, and the scene and valid flags.
+    """
+    velocity = steps if velocity is None else velocity
+    h, w = size
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    dx, dy = disp.unbind(-1)
+    walls = torch.stack([x0[..., None] + dx, y0[..., None] + dy, w - (x1[..., None] + dx),
+                         h - (y1[..., None] + dy)], -1) / unit
+    flags = torch.stack([scene[:, None].expand_as(valid), valid], -1).float()[:, :, None].expand(-1, -1, disp.shape[2], -1)
+    return torch.cat([walls, steps / STEP_SCALE, velocity / STEP_SCALE, flags], -1)
 
 
 class CodePrior(nn.Module):
@@ -140,7 +108,7 @@ class CodePrior(nn.Module):
         if h % p or w % p:
             raise ValueError(f"prior.patch {p} must divide the code grid {h}x{w}")
         self.cfg = cfg
-        self.vqvae = vqvae.eval()  # frozen: its decoder embeds codes, its encoder reads the warp
+        self.vqvae = vqvae.eval()  # frozen: its decoder gives the anchor, its encoder the codes
         for q in self.vqvae.parameters():
             q.requires_grad_(False)
         k, d = vqvae.quantizer.codebook.shape
@@ -148,28 +116,24 @@ class CodePrior(nn.Module):
         self.token_grid = (h // p, w // p)
         self.tokens = self.token_grid[0] * self.token_grid[1]
         self.block = p * vqvae.factor  # pixels per token side
-        self.motion_scale = cfg.motion_scale if self.block % cfg.motion_scale == 0 else 1
-        self.inp = nn.Sequential(nn.Linear(p * p * d + 4, cfg.width), nn.LayerNorm(cfg.width))
-        self.pos = nn.Parameter(torch.zeros(1, self.tokens, cfg.width))
+        self.size = (h * vqvae.factor, w * vqvae.factor)
+        c = cfg.width
+        self.inp = nn.Sequential(nn.Linear(p * p * d, c), nn.LayerNorm(c))
+        self.pos = nn.Parameter(torch.zeros(1, self.tokens, c))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        self.pre = nn.ModuleList(SpatialBlock(cfg.width, cfg.heads, self.token_grid, cfg.dropout) for _ in range(cfg.layers))
-        self.lstm = nn.LSTM(cfg.width, cfg.width, batch_first=True)
-        self.post = nn.ModuleList(SpatialBlock(cfg.width, cfg.heads, self.token_grid, cfg.dropout) for _ in range(cfg.layers))
-        self.ln = nn.LayerNorm(cfg.width)
-        self.flow = nn.Linear(cfg.width, 2)  # correction to the measured displacement, in pixels
-        nn.init.zeros_(self.flow.weight)
-        nn.init.zeros_(self.flow.bias)
-        with torch.no_grad():  # distances start on the scale of the codebook's own spacing
+        self.blocks = nn.ModuleList(SpatialBlock(c, cfg.heads, self.token_grid, cfg.dropout) for _ in range(cfg.layers))
+        self.app = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, c))
+        self.kin = nn.Linear(KIN, c)
+        self.lstm = nn.LSTM(c, c, batch_first=True)
+        self.step_head = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, c), nn.GELU(), nn.Linear(c, 2))
+        nn.init.zeros_(self.step_head[-1].weight)
+        nn.init.zeros_(self.step_head[-1].bias)
+        r = cfg.motion_radius
+        self.action_head = nn.Sequential(nn.Linear(c + KIN, c), nn.GELU(), nn.Linear(c, (2 * r + 1) ** 2))
+        with torch.no_grad():  # code logits on the scale of the codebook's own spacing
             cb = vqvae.quantizer.codebook.float()
             spacing = torch.cdist(cb, cb).pow(2).median().clamp_min(1e-6) if k > 1 else torch.tensor(1.0)
-        self.log_tau = nn.Parameter(torch.log(spacing / 4))
-        self.residual = nn.Linear(cfg.width, p * p * k) if cfg.residual_logits else None
-        # RMS displacement per axis of moving content in the training data (set by the prior
-        # stage): the scale of the motions drawn when a single still frame gives none.
-        self.register_buffer("motion_rms", torch.tensor(0.0))
-        if self.residual is not None:
-            nn.init.zeros_(self.residual.weight)
-            nn.init.zeros_(self.residual.bias)
+        self.register_buffer("log_tau", torch.log(spacing / 4))
 
     def shape_meta(self) -> dict:
         """What `build_prior` needs to rebuild this prior before loading its weights."""
@@ -182,6 +146,10 @@ class CodePrior(nn.Module):
         self.vqvae.eval()  # always: the frozen model has no training behaviour to switch on
         return self
 
+    def learned_state(self) -> dict[str, Tensor]:
+        """The prior's own weights, without the frozen VQ-VAE's (saved once, beside it)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("vqvae.")}
+
     # ---------------------------------------------------------- pieces
 
     @torch.no_grad()
@@ -189,75 +157,118 @@ class CodePrior(nn.Module):
         """(N, h, w) codes -> (N, C, H, W) frames through the frozen decoder."""
         return self.vqvae.decode_indices(codes).float()
 
-    def _token_features(self, codes: Tensor, motion: Tensor) -> Tensor:
-        """(B, T, h, w) codes + (B*T, 4, gh, gw) motion -> (B*T, N, p*p*D + 4)."""
-        b, t, h, w = codes.shape
+    def appearance(self, codes: Tensor, layers: Ly.Layers) -> Tensor:
+        """Anchor codes (B, h, w) and its layers -> one token per layer (B, L, C)."""
+        b, h, w = codes.shape
         p = self.patch
-        x = self.vqvae.quantizer.codebook[codes]  # (B, T, h, w, D)
-        x = x.view(b * t, h // p, p, w // p, p, -1).permute(0, 1, 3, 2, 4, 5).reshape(b * t, self.tokens, -1)
-        m = motion.flatten(2).transpose(1, 2)  # (B*T, N, 4)
-        m = m * torch.tensor([1 / self.block, 1 / self.block, 10.0, 1.0], device=m.device)  # to ~unit scale
-        return torch.cat([x.float(), m], -1)
-
-    def _logits(self, z: Tensor, y: Tensor, b: int, t: int) -> Tensor:
-        """Re-encoded warp z (B*T, D, h, w) and token state y (B*T, N, C) -> (B, T, h, w, K)."""
-        h, w = self.grid
-        cb = self.vqvae.quantizer.codebook.float()
-        zf = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (B*T*h*w, D)
-        # -||z - e||^2 / tau without ||z||^2, which is the same for every code of a position (a
-        # softmax does not see it): one fused matmul instead of a pass per term over 20M logits.
-        inv_tau = torch.exp(-self.log_tau)
-        logits = torch.addmm(-cb.pow(2).sum(1) * inv_tau, zf, cb.t() * (2 * inv_tau)).view(b, t, h, w, -1)
-        if self.residual is not None:
-            p, (gh, gw) = self.patch, self.token_grid
-            r = self.residual(y).float().view(b, t, gh, gw, p, p, -1).permute(0, 1, 2, 4, 3, 5, 6)
-            logits = logits + r.reshape(b, t, h, w, -1)
-        return logits
-
-    # ---------------------------------------------------------- model
-
-    def forward(self, codes: Tensor, state: State | None = None, *, images: Tensor | None = None,
-                extra_flow: Tensor | None = None, return_warp: bool = False):
-        """codes (B, T, h, w) -> logits (B, T, h, w, K) for frames 1..T, and the state to go on.
-
-        `images`: the codes already decoded, (B*T, C, H, W), to skip decoding them again.
-        `extra_flow`: (B, 2, gh, gw) pixels added to the measured motion of every frame (a drawn
-        motion for a still image). With `return_warp`, also the warped frames and the decoded
-        inputs, for the photometric loss.
-        """
-        b, t = codes.shape[:2]
-        if images is None:
-            images = self.decode(codes.flatten(0, 1))  # (B*T, C, H, W)
-        images = images.float()
-        seq = images.view(b, t, *images.shape[1:])
-        prev = torch.cat([seq[:, :1] if state is None else state[2][:, None], seq[:, :-1]], 1)
-        motion = block_motion(images, prev.flatten(0, 1), self.block, self.cfg.motion_radius,
-                              self.cfg.motion_temperature, self.motion_scale)  # (B*T, 4, gh, gw)
-
-        x = self.inp(self._token_features(codes, motion)) + self.pos  # (B*T, N, C)
-        for blk in self.pre:
+        x = self.vqvae.quantizer.codebook[codes].float()  # (B, h, w, D)
+        x = x.view(b, h // p, p, w // p, p, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, self.tokens, -1)
+        x = self.inp(x) + self.pos  # (B, N, C)
+        for blk in self.blocks:
             x = blk(x)
-        n, c = self.tokens, x.shape[-1]
-        rnn_in = x.view(b, t, n, c).transpose(1, 2).reshape(b * n, t, c)  # one sequence per position
-        y, (hs, cs) = self.lstm(rnn_in, None if state is None else (state[0], state[1]))
-        y = y.reshape(b, n, t, c).transpose(1, 2).reshape(b * t, n, c) + x
-        for blk in self.post:
-            y = blk(y)
-        y = self.ln(y)
+        m = F.avg_pool2d(layers.masks, self.block).flatten(2)  # (B, L, N) share of each token
+        m = m / m.sum(-1, keepdim=True).clamp_min(1e-6)
+        return self.app(torch.einsum("bln,bnc->blc", m, x))
 
-        gh, gw = self.token_grid
-        correction = self.flow(y).float().transpose(1, 2).reshape(b * t, 2, gh, gw)
-        moved = motion[:, :2] + correction
-        if extra_flow is not None:
-            moved = moved + extra_flow.repeat_interleave(t, dim=0)
-        flow = F.interpolate(moved, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        warped = warp(images, flow)
-        z = self.vqvae.encode(warped)
-        logits = self._logits(z, y, b, t)
-        new_state = (hs, cs, seq[:, -1])
-        if return_warp:
-            return logits, new_state, warped, images
-        return logits, new_state
+    def step_logits(self, app: Tensor, kin0: Tensor) -> Tensor:
+        """The action prior: (B, L, C) tokens and (B, L, KIN) states -> (B, L, S) first-step logits."""
+        kin0 = torch.cat([kin0[..., :4], torch.zeros_like(kin0[..., 4:8]), kin0[..., 8:]], -1)  # no step given
+        return self.action_head(torch.cat([app, kin0], -1))
+
+    def step_bins(self) -> Tensor:
+        return Ly._window(self.cfg.motion_radius, self.log_tau.device)  # (S, 2) as (dx, dy)
+
+    def draw_steps(self, logits: Tensor, sampling: str, generator: torch.Generator | None) -> Tensor:
+        """(B, L, S) action logits -> (B, L, 2) first steps: the mode, or a draw (+ sub-pixel jitter)."""
+        bins = self.step_bins()
+        if sampling == "argmax":
+            return bins[logits.argmax(-1)]
+        probs = logits.float().softmax(-1).flatten(0, 1).cpu()
+        pick = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        jitter = torch.rand(len(pick), 2, generator=generator) - 0.5
+        return (bins.cpu()[pick] + jitter).view(*logits.shape[:2], 2).to(logits.device)
+
+    def dynamics(self, app: Tensor, layers: Ly.Layers, disp: Tensor, steps: int,
+                 first_step: Tensor | None = None) -> Tensor:
+        """Roll each layer forward: (B, L, Tc, 2) displacements seen -> (B, L, Tc + steps, 2).
+
+        The seen frames are read as they are (teacher forcing); after them the prior's own steps
+        are fed back. `first_step` (B, L, 2) is the step into frame 1 when only one frame is seen
+        (an action); with more, the step before frame 0 is taken to equal the first one seen.
+        """
+        b, n_l, tc, _ = disp.shape
+        boxes, valid = layers.boxes(), layers.valid
+        seen = disp[:, :, 1:] - disp[:, :, :-1]  # (B, L, Tc-1, 2)
+        before = seen[:, :, :1] if tc > 1 else (first_step[:, :, None] if first_step is not None
+                                                 else torch.zeros_like(disp[:, :, :1]))
+        into = torch.cat([before, seen], 2)  # (B, L, Tc, 2): the step that brought each frame
+        vel, n = running_velocity(into)
+        kin = kinematics(boxes, disp, into, layers.scene, valid, self.size, self.block, vel)
+        x = (app[:, :, None] + self.kin(kin)).flatten(0, 1)  # (B*L, Tc, C)
+        y, state = self.lstm(x)
+        v = vel[:, :, -1]
+        # the next step: the filter's velocity plus what the LSTM knows better (bounces)
+        step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
+        out, pos = [disp], disp[:, :, -1]
+        for i in range(steps):
+            pos = pos + step
+            out.append(pos[:, :, None])
+            if i == steps - 1:
+                break
+            v, n = update_velocity(v, n, step)
+            k = kinematics(boxes, pos[:, :, None], step[:, :, None], layers.scene, valid, self.size, self.block,
+                           v[:, :, None])
+            y, state = self.lstm((app[:, :, None] + self.kin(k)).flatten(0, 1), state)
+            step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
+        return torch.cat(out, 2)
+
+    def code_logits(self, frames: Tensor) -> Tensor:
+        """(N, C, H, W) frames -> (N, h, w, K): minus the distances of their encodings to the codebook."""
+        z = self.vqvae.encode(frames)
+        cb = self.vqvae.quantizer.codebook.float()
+        zf = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # (N*h*w, D)
+        # -||z - e||^2 / tau without ||z||^2 (the same for every code of a position)
+        inv_tau = torch.exp(-self.log_tau)
+        logits = torch.addmm(-cb.pow(2).sum(1) * inv_tau, zf, cb.t() * (2 * inv_tau))
+        return logits.view(z.shape[0], z.shape[2], z.shape[3], -1)
+
+    # ---------------------------------------------------------- the whole prior
+
+    @torch.no_grad()
+    def plan(self, context: Tensor, steps: int, *, sampling: str = "argmax",
+             generator: torch.Generator | None = None, first_step: Tensor | None = None,
+             hints: list | None = None, layers: Ly.Layers | None = None) -> dict:
+        """Context codes (B, Tc, h, w) -> the layers, their anchor and their displacements.
+
+        Returns {"anchor": (B, C, H, W), "layers", "disp": (B, L, Tc + steps, 2) from the anchor,
+        "frame": (B,) the anchor's index among the context frames}. With one frame, each layer's first step is
+        `first_step`, else taken from `hints` (`[(x, y, dx, dy), ...]` per input: the layer under
+        pixel (x, y) makes the step (dx, dy); a hint outside every layer moves the nearest), else
+        drawn from the action prior. `layers` (of the last context frame) replace the
+        segmentation (objects known from labels).
+        """
+        b, tc = context.shape[:2]
+        images = self.decode(context.flatten(0, 1)).view(b, tc, -1, *self.size)  # (B, Tc, C, H, W)
+        ar = torch.arange(b, device=context.device)
+        if layers is None:
+            frame = choose_anchor(images, self.cfg.max_layers)
+            other = images[ar, (frame - 1).abs()] if tc > 1 else None  # a neighbour splits it by motion
+            layers = Ly.segment(images[ar, frame], self.cfg.max_layers, other, self.cfg.motion_radius)
+        else:
+            frame = torch.full((b,), tc - 1, dtype=torch.long, device=context.device)
+        anchor = images[ar, frame]
+        disp, _ = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
+        app = self.appearance(context[ar, frame], layers)
+        if tc == 1 and first_step is None:
+            first_step = torch.zeros(b, layers.masks.shape[1], 2, device=context.device)
+            if sampling == "sample" or not hints:
+                kin0 = kinematics(layers.boxes(), disp, torch.zeros_like(disp), layers.scene, layers.valid,
+                                  self.size, self.block)[:, :, 0]
+                first_step = self.draw_steps(self.step_logits(app, kin0), sampling, generator)
+            if hints:
+                first_step = apply_hints(first_step, layers, hints)
+        disp = self.dynamics(app, layers, disp, steps, first_step)
+        return {"anchor": anchor, "layers": layers, "disp": disp, "frame": frame}
 
     @torch.no_grad()
     def rollout(
@@ -269,50 +280,57 @@ class CodePrior(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         generator: torch.Generator | None = None,
+        motion: str | None = None,
+        first_step: Tensor | None = None,
+        hints: list | None = None,
+        layers: Ly.Layers | None = None,
     ) -> Tensor:
-        """Extend (B, Tc, h, w) context codes by `steps` frames, one forward pass per frame.
+        """Extend (B, Tc, h, w) context codes by `steps` frames -> (B, Tc + steps, h, w).
 
-        Sampling from a single still frame, which shows no motion, also draws a motion for each
-        sequence (`draw_motion`); the prior's own motion search carries it on from there.
+        `sampling: sample` draws each code from the logits at `temperature` (top-k optional);
+        `argmax` takes the nearest code. `motion` (default: as `sampling`): `sample` draws each
+        still image's motion from the action prior, `argmax` takes its most likely step.
+        `first_step`, `hints` and `layers`: see `plan`.
         """
-        drawn = None
-        if sampling == "sample" and context.shape[1] == 1 and float(self.motion_rms) > 0:
-            drawn = draw_motion(context.shape[0], self.token_grid, float(self.motion_rms), generator).to(context.device)
-        logits, state = self(context, extra_flow=drawn)
-        frames = [context]
-        nxt = pick_codes(logits[:, -1], sampling, temperature, top_k, generator)
+        tc = context.shape[1]
+        plan = self.plan(context, steps, sampling=motion or sampling, generator=generator,
+                         first_step=first_step, hints=hints, layers=layers)
+        frames = []
         for i in range(steps):
-            frames.append(nxt[:, None])
-            if i == steps - 1:
-                break
-            logits, state = self(nxt[:, None], state)
-            nxt = pick_codes(logits[:, -1], sampling, temperature, top_k, generator)
-        return torch.cat(frames, dim=1)
+            img = Ly.render(plan["anchor"], plan["layers"], plan["disp"][:, :, tc + i])
+            frames.append(pick_codes(self.code_logits(img), sampling, temperature, top_k, generator))
+        return torch.cat([context, torch.stack(frames, 1)], 1) if frames else context
 
 
-def draw_motion(n: int, grid: tuple[int, int], rms: float, generator: torch.Generator | None) -> Tensor:
-    """n smooth random displacement fields (n, 2, gh, gw) with `rms` pixels per axis.
-
-    White noise blurred over half the frame: an object moves nearly rigidly (a field that varies
-    within it would shear it apart), while distant parts of the frame may still move apart.
-    """
-    gh, gw = grid
-    noise = torch.randn(n, 2, gh, gw, generator=generator)
-    smooth = gaussian_blur(noise, max(gh, gw) / 2)
-    smooth = smooth / smooth.pow(2).mean((1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
-    return smooth * rms
+def choose_anchor(images: Tensor, max_layers: int) -> Tensor:
+    """(B, T, C, H, W) -> (B,) the frame to take layers from: the latest one where the most
+    pieces stand apart (two digits that overlap in the last frame were apart earlier, and a
+    rigid layer looks the same in every frame)."""
+    b, t = images.shape[:2]
+    if t == 1:
+        return torch.zeros(b, dtype=torch.long, device=images.device)
+    count = Ly.segment(images.flatten(0, 1), max_layers).valid.sum(1).view(b, t)
+    return (count * t + torch.arange(t, device=images.device)).argmax(1)
 
 
-@torch.no_grad()
-def motion_statistics(images: Tensor, block: int, radius: int, temperature: float, scale: int) -> float:
-    """RMS displacement per axis over the blocks with content, from (B, T, C, H, W) clips."""
-    cur, prev = images[:, 1:].flatten(0, 1), images[:, :-1].flatten(0, 1)
-    m = block_motion(cur, prev, block, radius, temperature, scale)
-    moving = m[:, 3] > 0.05  # blocks with content
-    if not moving.any():
-        return 0.0
-    disp = m[:, :2].permute(0, 2, 3, 1)[moving]  # (M, 2)
-    return float(disp.pow(2).mean().sqrt())
+def apply_hints(steps: Tensor, layers: Ly.Layers, hints: list) -> Tensor:
+    """Per input, [(x, y, dx, dy), ...]: the layer under (x, y) (or nearest to it) steps (dx, dy)."""
+    out = steps.clone()
+    masks = layers.masks
+    h, w = masks.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(h, device=masks.device), torch.arange(w, device=masks.device), indexing="ij")
+    for i, given in enumerate(hints):
+        for x, y, dx, dy in given or []:
+            xi, yi = int(round(min(max(x, 0), w - 1))), int(round(min(max(y, 0), h - 1)))
+            under = masks[i, :, yi, xi] > 0
+            if bool(under.any()):
+                j = int(under.float().argmax())
+            else:  # nearest layer pixel
+                d = ((xs - x) ** 2 + (ys - y) ** 2).float()
+                far = torch.where(masks[i] > 0, d, torch.tensor(float("inf"), device=d.device)).flatten(1).amin(1)
+                j = int(far.argmin())
+            out[i, j] = torch.tensor([dx, dy], dtype=out.dtype, device=out.device)
+    return out
 
 
 def pick_codes(logits: Tensor, sampling: str, temperature: float, top_k: int,
@@ -337,10 +355,27 @@ def pick_codes(logits: Tensor, sampling: str, temperature: float, top_k: int,
     return idx[..., 0] if best is None else best.gather(-1, idx)[..., 0]
 
 
-def build_prior(cfg: PriorConfig, *, grid: list[int] | tuple[int, int], vqvae_config: dict, channels: int,
-                **_: object) -> CodePrior:
-    """A prior around a VQ-VAE of the recorded shape; `load_state_dict` fills in all weights."""
-    from vqvideo.config import ModelConfig
-
-    vqvae = VQVAE(ModelConfig(**vqvae_config), int(channels))
+def build_prior(cfg: PriorConfig, vqvae: VQVAE, *, grid: list[int] | tuple[int, int], **_: object) -> CodePrior:
+    """A prior around the given VQ-VAE; `load_state_dict(..., strict=False)` fills in its own weights."""
     return CodePrior(cfg, vqvae, (int(grid[0]), int(grid[1])))
+
+
+class SceneStepLogits(nn.Module):
+    """(B, h, w) code indices of a still frame -> (B, S) logits of its first step, the whole
+    frame taken as one layer: the prior's learned action distribution, tensor in, tensor out.
+    (Segmenting a frame into pieces and compositing them is plain code in vqvideo.models.layers.)"""
+
+    def __init__(self, prior: CodePrior):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, codes: Tensor) -> Tensor:
+        b = codes.shape[0]
+        h, w = self.prior.size
+        masks = torch.zeros(b, self.prior.cfg.max_layers, h, w, device=codes.device)
+        masks[:, 0] = 1.0
+        layers = Ly.Layers(masks, torch.ones(b, dtype=torch.bool, device=codes.device))
+        app = self.prior.appearance(codes, layers)
+        zero = torch.zeros(b, masks.shape[1], 1, 2, device=codes.device)
+        kin = kinematics(layers.boxes(), zero, zero, layers.scene, layers.valid, self.prior.size, self.prior.block)
+        return self.prior.step_logits(app, kin[:, :, 0])[:, 0]

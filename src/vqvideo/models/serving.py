@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vqvideo.models.prior import CodePrior
 from vqvideo.models.vqvae import VQVAE
 
 
@@ -20,14 +19,3 @@ class Reconstructor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.vqvae.decode_indices(self.vqvae.quantizer.encode_indices(self.vqvae.encode(x)))
-
-
-class NextFrameLogits(nn.Module):
-    """(B, T, h, w) code indices -> (B, T, h, w, K) logits of each next frame's codes."""
-
-    def __init__(self, prior: CodePrior):
-        super().__init__()
-        self.prior = prior
-
-    def forward(self, codes: Tensor) -> Tensor:
-        return self.prior(codes)[0]

@@ -26,8 +26,10 @@ NAME_OF = {"vqvae": "VQ-VAE", "prior": "prior"}
 
 
 def save_model(directory: Path, kind: str, model: nn.Module, config: dict, meta: dict[str, Any]) -> Path:
+    """The model's own weights: a prior's file leaves out the frozen VQ-VAE it wraps (saved once, by train)."""
     path = Path(directory) / MODEL_FILE
-    save_checkpoint(path, {"kind": kind, "config": config, "meta": meta, "state_dict": model.state_dict()})
+    own = model.learned_state() if hasattr(model, "learned_state") else model.state_dict()
+    save_checkpoint(path, {"kind": kind, "config": config, "meta": meta, "state_dict": own})
     return path
 
 
@@ -80,7 +82,13 @@ def _config(cls: type, state: dict, path: Path, kind: str):  # noqa: ANN202
 
 def _restore(model: nn.Module, state: dict, path: Path, kind: str, described: str) -> None:
     try:
-        model.load_state_dict(state["state_dict"])
+        if kind == "prior":  # its own weights only: the VQ-VAE inside comes loaded
+            missing, unexpected = model.load_state_dict(state["state_dict"], strict=False)
+            own_missing = [k for k in missing if not k.startswith("vqvae.")]
+            if own_missing or unexpected:
+                raise RuntimeError(f"missing {own_missing[:3]}, unexpected {list(unexpected)[:3]}")
+        else:
+            model.load_state_dict(state["state_dict"])
     except RuntimeError as err:
         lines = [s.strip() for s in str(err).splitlines() if s.strip()]
         detail = next((s for s in lines if "size mismatch" in s), lines[-1] if lines else "")
@@ -141,9 +149,12 @@ def _prior_mismatch(shape: dict, vqvae_meta: dict) -> str:
     return "; ".join(diffs) or f"the same settings ({describe_vqvae(vq)}) but other weights"
 
 
-def load_prior(directory: str | Path, vqvae_meta: dict | None = None):
-    """(CodePrior in eval mode, meta); refused if it was trained on another VQ-VAE than `vqvae_meta`'s."""
+def load_prior(directory: str | Path, vqvae_meta: dict | None = None, vqvae=None):  # noqa: ANN001
+    """(CodePrior in eval mode, meta) around `vqvae` (the loaded VQ-VAE it was trained on);
+    refused if it was trained on another VQ-VAE than `vqvae_meta`'s. Without `vqvae`, one of
+    the recorded shape with untrained weights (enough to inspect the file)."""
     from vqvideo.models.prior import build_prior
+    from vqvideo.models.vqvae import VQVAE
 
     path, state = _load(directory, "prior")
     meta = state["meta"]
@@ -155,7 +166,10 @@ def load_prior(directory: str | Path, vqvae_meta: dict | None = None):
         )
     cfg: PriorConfig = _config(PriorConfig, state, path, "prior")
     try:
-        model = build_prior(cfg, **meta["shape"])
+        shape = meta["shape"]
+        if vqvae is None:
+            vqvae = VQVAE(ModelConfig(**shape["vqvae_config"]), int(shape["channels"]))
+        model = build_prior(cfg, vqvae, **shape)
     except (KeyError, TypeError, ValueError) as err:
         raise VQVideoError(f"{path} records no usable shape ({err}); {_hint('prior')}") from None
     _restore(model, state, path, "prior", f"width {cfg.width}, {meta['shape'].get('num_codes')} codes")

@@ -268,7 +268,7 @@ def stage_main(params: Params, args: argparse.Namespace) -> None:
     require_file(args.prior / tracking.RUN_FILE, "the pipeline's MLflow run record", "run `dvc repro prior` first")
     data = FrameData.open(args.frames)
     vqvae, vq_meta = load_vqvae(args.vqvae)
-    prior, _ = load_prior(args.prior, vq_meta)
+    prior, _ = load_prior(args.prior, vq_meta, vqvae)
     check_frames_fit(vq_meta, data.stats.get("clip_shape") or data.clips("test").shape[1:], args.frames)
     data.clips("test")  # missing or empty: one line now, not after the models ran
     out = args.out or Path("reports/generated")
@@ -292,7 +292,7 @@ def image_main(params: Params, args: argparse.Namespace) -> None:
     if length < 2:
         raise VQVideoError(f"--length {length}: a clip needs at least 2 frames (the image and one more)")
     vqvae, vq_meta = load_vqvae(args.vqvae)
-    prior, _ = load_prior(args.prior, vq_meta)
+    prior, _ = load_prior(args.prior, vq_meta, vqvae)
     load_image(args.image, int(vq_meta["image_size"]), vqvae.channels)  # fail before any folder is made
     out = args.out or IMAGE_OUT
     out.parent.mkdir(parents=True, exist_ok=True)

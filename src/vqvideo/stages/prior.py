@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint
 from vqvideo.data.clips import FrameData, to_tensor
-from vqvideo.models.prior import CodePrior, gaussian_blur, motion_statistics
+from vqvideo.models import layers as Ly
+from vqvideo.models.prior import CodePrior, choose_anchor, kinematics
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.stages.train import to_float
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
@@ -43,47 +45,102 @@ def encode_clips(vqvae: VQVAE, clips: np.ndarray, device: torch.device, batch: i
 
 
 @dataclass
-class Batch:
-    codes: torch.Tensor  # (B, T, h, w) inputs then targets
-    images: torch.Tensor  # (B, T, C, H, W) the codes decoded by the frozen decoder
+class Tracks:
+    """What the prior learns from: each clip's layers at an anchor frame and where they went."""
+
+    codes: torch.Tensor  # (N, h, w) the anchor frame's codes
+    masks: torch.Tensor  # (N, L, H, W)
+    scene: torch.Tensor  # (N,) bool
+    disp: torch.Tensor  # (N, L, T, 2) displacement from the anchor frame, px
+    weight: torch.Tensor  # (N, L, T) 1 while the layer exists and the tracker holds it
+
+    def layers(self, idx: torch.Tensor) -> Ly.Layers:
+        return Ly.Layers(self.masks[idx], self.scene[idx])
+
+    def __len__(self) -> int:
+        return len(self.codes)
 
 
-def prior_loss(net: torch.nn.Module, model: CodePrior, batch: Batch, inputs: torch.Tensor | None = None,
-               input_images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Teacher forcing: frames 0..T-2 in, 1..T-1 predicted; cross-entropy + photometric loss.
-
-    `inputs`/`input_images` replace the input frames (own rollouts); targets stay the truth.
-    """
-    cfg = model.cfg
-    codes = batch.codes
-    inp = codes[:, :-1] if inputs is None else inputs
-    imgs = batch.images[:, :-1] if input_images is None else input_images
-    logits, _, warped, _ = net(inp, images=imgs.flatten(0, 1), return_warp=True)
-    target = codes[:, 1:]
-    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
-    out = {"ce": ce.detach()}
-    if not torch.is_grad_enabled():  # token accuracy in evaluation only: an argmax over 20M logits
-        out["accuracy"] = (logits.argmax(-1) == target).float().mean()
-    loss = ce
-    if cfg.photometric_weight > 0:
-        nxt = batch.images[:, 1:].flatten(0, 1)
-        photo = F.mse_loss(gaussian_blur(warped.float(), cfg.photometric_blur),
-                           gaussian_blur(nxt, cfg.photometric_blur))
-        loss = loss + cfg.photometric_weight * photo
-        out["photometric"] = photo.detach()
-    out["loss"] = loss
-    return out
+LOST = 0.03  # tracker cost above which a layer counts as lost (and its frames leave the loss)
 
 
 @torch.no_grad()
-def rollout_mse_frame(model: CodePrior, batch: Batch, context: int) -> float:
-    """Argmax rollout from `context` real frames: squared error per frame vs the decoded truth."""
-    t = batch.codes.shape[1]
+def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: torch.device,
+                   batch: int = 64, desc: str = "tracking") -> Tracks:
+    """Segment each clip's first frame into layers and track them through the clip (the
+    motion measured in the data itself: no labels needed, so footage works alike)."""
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("codes", "masks", "scene", "disp", "weight")}
+    for i in tqdm(range(0, len(clips), batch), desc=desc, unit="batch", leave=False):
+        x = to_float(to_tensor(clips[i : i + batch]), device)  # (B, T, C, H, W)
+        ar = torch.arange(len(x), device=device)
+        frame = choose_anchor(x[:, : cfg.max_context], cfg.max_layers)
+        layers = Ly.segment(x[ar, frame], cfg.max_layers, x[ar, (frame - 1).abs()], cfg.motion_radius)
+        disp, cost = Ly.track(x, frame, layers, cfg.motion_radius)
+        lost = cost >= LOST  # once lost (either side of the anchor), a layer leaves the loss
+        after = lost.float().cummax(2).values * (torch.arange(x.shape[1], device=device) > frame[:, None, None])
+        before = lost.flip(2).float().cummax(2).values.flip(2) * (torch.arange(x.shape[1], device=device) < frame[:, None, None])
+        held = (1 - after) * (1 - before) * layers.valid[:, :, None].float()
+        out["codes"].append(vqvae.encode_indices(x[ar, frame]))
+        for k, v in (("masks", layers.masks), ("scene", layers.scene), ("disp", disp), ("weight", held)):
+            out[k].append(v)
+    return Tracks(**{k: torch.cat(v) for k, v in out.items()})
+
+
+def step_targets(disp: torch.Tensor, radius: int) -> torch.Tensor:
+    """(B, L, T, 2) displacements -> (B, L, T-1) action bin of each step (see CodePrior.step_bins)."""
+    step = (disp[:, :, 1:] - disp[:, :, :-1]).round().clamp(-radius, radius).long() + radius
+    return step[..., 1] * (2 * radius + 1) + step[..., 0]
+
+
+def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int,
+               reverse: bool = False) -> dict[str, torch.Tensor]:
+    """Roll the layers of clips `idx` forward from `context` seen frames and score where they land.
+
+    Position loss: Huber on the predicted displacement of every later frame (the error a
+    viewer sees, bounces included, compounded over the whole clip as in a real rollout); with
+    one seen frame the first step is given (an action). Action loss: cross-entropy of each
+    step's bin under the action prior, from the layer's token and place.
+    """
+    layers = tracks.layers(idx)
+    disp, weight = tracks.disp[idx], tracks.weight[idx]
+    if reverse:  # time runs backwards as well as forwards in this physics: twice the motions
+        disp, weight = disp.flip(2), weight.flip(2)
+    t = disp.shape[2]
+    app = model.appearance(tracks.codes[idx], layers)
+    first = disp[:, :, 1] - disp[:, :, 0] if context == 1 else None
+    pred = model.dynamics(app, layers, disp[:, :, :context], t - context, first)
+    w = weight[:, :, context:]
+    err = F.huber_loss(pred[:, :, context:], disp[:, :, context:], reduction="none", delta=1.0).sum(-1)
+    pos = (err * w).sum() / w.sum().clamp_min(1)
+    kin = kinematics(layers.boxes(), disp[:, :, :-1], torch.zeros_like(disp[:, :, :-1]), layers.scene,
+                     layers.valid, model.size, model.block)  # (B, L, T-1, KIN)
+    logits = model.step_logits(app[:, :, None].expand(-1, -1, t - 1, -1), kin)
+    target = step_targets(disp, model.cfg.motion_radius)
+    wa = weight[:, :, 1:]
+    ce = F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none")
+    action = (ce * wa.flatten()).sum() / wa.sum().clamp_min(1)
+    last = ((pred[:, :, -1] - disp[:, :, -1]).norm(dim=-1) * weight[:, :, -1]).sum() / weight[:, :, -1].sum().clamp_min(1)
+    return {"loss": pos + model.cfg.action_weight * action, "position": pos.detach(),
+            "action_ce": action.detach(), "last_px": last.detach()}
+
+
+def context_of(seed: int, step: int, max_context: int, t: int) -> tuple[int, bool]:
+    """Seen frames at `step`, and whether time runs backwards: a pure function of (seed, step),
+    like the batch order."""
+    rng = np.random.default_rng([seed, step, 7])
+    return int(rng.integers(1, min(max_context, t - 1) + 1)), bool(rng.integers(2))
+
+
+@torch.no_grad()
+def rollout_mse_frame(model: CodePrior, codes: torch.Tensor, context: int) -> float:
+    """Argmax rollout from `context` frames' codes: squared error per frame vs the decoded truth."""
+    t = codes.shape[1]
     if context >= t:
         return float("nan")
-    rolled = model.rollout(batch.codes[:, :context], t - context)
+    rolled = model.rollout(codes[:, :context], t - context)
     pred = model.decode(rolled[:, context:].flatten(0, 1))
-    return float(((pred - batch.images[:, context:].flatten(0, 1)) ** 2).flatten(1).sum(1).mean())
+    truth = model.decode(codes[:, context:].flatten(0, 1))
+    return float(((pred - truth) ** 2).flatten(1).sum(1).mean())
 
 
 @dataclass
@@ -109,61 +166,38 @@ def train_prior(
     seed_everything(cfg.seed)
     shard = info.shard(cfg.batch_size)
     vqvae = vqvae.to(device).eval()
-    train_codes = encode_clips(vqvae, data.clips("train"), device, dtype=dtype)
+    train_all = data.clips("train")
+    pick = np.linspace(0, len(train_all) - 1, min(cfg.track_clips, len(train_all))).round().astype(int)
+    tracks = measure_tracks(vqvae, train_all[np.unique(pick)], cfg, device)
     val_all = data.clips("val")
-    pick = np.linspace(0, len(val_all) - 1, min(EVAL_CLIPS, len(val_all))).astype(int)
-    val_codes = encode_clips(vqvae, val_all[pick], device, dtype=dtype)
+    vpick = np.unique(np.linspace(0, len(val_all) - 1, min(EVAL_CLIPS, len(val_all))).round().astype(int))
+    val_tracks = measure_tracks(vqvae, val_all[vpick], cfg, device, desc="tracking val")
+    val_codes = encode_clips(vqvae, val_all[vpick[:16]], device, dtype=dtype)
+    t = tracks.disp.shape[2]
+    ctx = min(cfg.max_context, t - 1)
 
-    model = CodePrior(cfg, vqvae, tuple(train_codes.shape[2:])).to(device)
-    with autocast(device, dtype):  # how fast things move in this data: for drawing still-image motion
-        sample_clips = train_codes[np.linspace(0, len(train_codes) - 1, min(64, len(train_codes))).astype(int)]
-        sample_images = model.decode(sample_clips.flatten(0, 1)).float()
-    model.motion_rms.fill_(motion_statistics(sample_images.view(*sample_clips.shape[:2], *sample_images.shape[1:]),
-                                             model.block, cfg.motion_radius, cfg.motion_temperature, model.motion_scale))
-    net = distributed.wrap(model, info)
+    model = CodePrior(cfg, vqvae, tuple(val_codes.shape[2:])).to(device)
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype))
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
-        items_per_step=cfg.batch_size * (train_codes.shape[1] - 1),
-        progress_keys=("ce", "photometric"), writer=info.main,
+        items_per_step=cfg.batch_size, progress_keys=("position", "last_px"), writer=info.main,
     )
-    train_codes = train_codes.to(device)
-    n, t = train_codes.shape[:2]
-    ctx = min(cfg.rollout_context, t - 1)
-    start = int(cfg.rollout_start * cfg.steps)
-
-    def make_batch(codes: torch.Tensor) -> Batch:
-        with autocast(device, dtype):
-            images = model.decode(codes.flatten(0, 1))
-        return Batch(codes, images.float().view(*codes.shape[:2], *images.shape[1:]))
+    n = len(tracks)
 
     def step_fn(step: int) -> dict:
         idx = torch.from_numpy(batch_indices(cfg.seed, step, cfg.batch_size, n)[shard]).to(device)
-        batch = make_batch(train_codes[idx])
-        inputs = images = None
-        n_roll = int(round(cfg.rollout_fraction * len(idx))) if step >= start and ctx < t - 1 else 0
-        if n_roll:  # own argmax rollouts as inputs after the context (exposure bias)
-            with torch.no_grad(), autocast(device, dtype):
-                rolled = model.rollout(batch.codes[:n_roll, :ctx], t - 1 - ctx)  # frames 0..T-2
-                rolled_images = model.decode(rolled[:, ctx:].flatten(0, 1)).float()
-            inputs = batch.codes[:, :-1].clone()
-            inputs[:n_roll, ctx:] = rolled[:, ctx:]
-            images = batch.images[:, :-1].clone()
-            images[:n_roll, ctx:] = rolled_images.view(n_roll, t - 1 - ctx, *rolled_images.shape[1:])
-        with autocast(device, dtype):
-            return prior_loss(net, model, batch, inputs, images)
+        return prior_loss(model, tracks, idx, *context_of(cfg.seed, step, cfg.max_context, t))
 
     def eval_fn() -> dict:
-        rows: dict[str, list[float]] = {}
-        for i in range(0, len(val_codes), max(cfg.batch_size, 16)):
-            batch = make_batch(val_codes[i : i + max(cfg.batch_size, 16)].to(device))
-            with autocast(device, dtype):
-                out = prior_loss(model, model, batch)
-                out["rollout_mse_frame"] = rollout_mse_frame(model, batch, ctx)
-            for k, v in out.items():
-                rows.setdefault(k, []).append(float(v))
-        return {k: float(np.mean(v)) for k, v in rows.items()}
+        model.eval()
+        idx = torch.arange(len(val_tracks), device=device)
+        with torch.no_grad():
+            out = {k: float(v) for k, v in prior_loss(model, val_tracks, idx, ctx).items()}
+            still = prior_loss(model, val_tracks, idx, 1)
+        out["still_last_px"] = float(still["last_px"])
+        out["rollout_mse_frame"] = rollout_mse_frame(model, val_codes, ctx)
+        return out
 
     result = loop.run(step_fn, eval_fn)
     val = [r for r in result.history if r["split"] == "val"][-1]
@@ -202,7 +236,7 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData, vqvae:
     from vqvideo import tracking
     from vqvideo.config import section_params
     from vqvideo.io import staging_dir, write_history, write_json
-    from vqvideo.models.serving import NextFrameLogits
+    from vqvideo.models.prior import SceneStepLogits
     from vqvideo.models.store import save_model
 
     own = section_params(params, "prior")
@@ -236,7 +270,8 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData, vqvae:
                               "prior.parameters": summary["parameters"]})
         tracking.log_artifact(args.history, "prior")
         h, w = result.model.grid
-        example = torch.zeros(1, 2, h, w, dtype=torch.int64)
-        tracking.log_torch_model(NextFrameLogits(result.model), "prior", example.numpy())
-    log.info("prior: val CE %.3f, accuracy %.3f, rollout error %.1f per frame -> %s", result.val["ce"],
-             result.val["accuracy"], result.val.get("rollout_mse_frame", float("nan")), args.model_dir)
+        example = torch.zeros(1, h, w, dtype=torch.int64)
+        tracking.log_torch_model(SceneStepLogits(result.model), "prior", example.numpy())
+    log.info("prior: val position error %.2f px at the last frame (%.2f px from one frame and its action), "
+             "rollout error %.1f per frame -> %s", result.val["last_px"], result.val["still_last_px"],
+             result.val.get("rollout_mse_frame", float("nan")), args.model_dir)
