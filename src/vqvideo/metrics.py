@@ -77,3 +77,17 @@ def codebook_usage(counts: Tensor | np.ndarray) -> dict[str, float]:
         "entropy_bits": entropy_bits,
         "max_entropy_bits": math.log2(k),
     }
+
+
+def ink(frames: Tensor) -> Tensor:
+    """(N,) pixel sum of each (N, C, H, W) frame, float64: how much content it holds."""
+    return frames.double().flatten(1).sum(1)
+
+
+def sharpness(frames: Tensor) -> Tensor:
+    """(N,) mean absolute spatial gradient (horizontal and vertical differences), float64:
+    a blurred or smeared frame has less of it than the real one."""
+    x = frames.double()
+    gx = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
+    gy = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
+    return (gx + gy) / 2

@@ -173,6 +173,26 @@ def prediction_by_step(df: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def quality_by_step(panels: list[tuple[str, pd.DataFrame, dict[str, str], str]], path: Path,
+                    refs: dict[str, float] | None = None) -> Path:
+    """One panel per (title, table, {column: label}, y label), each against the `step` column;
+    `refs` draws horizontal lines (a ratio's 1.0, say) on every panel."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
+    for ax, (title, df, cols, ylabel) in zip(axes[0], panels):
+        for col, label in cols.items():
+            if col in df.columns:
+                ax.plot(df.step, df[col], marker="o", ms=3.5, lw=1.8, label=label)
+        for y in (refs or {}).get(title, []):
+            ax.axhline(y, color="grey", lw=0.8, ls=":")
+        ax.set_title(title)
+        ax.set_xlabel("frame (steps after the last given frame)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def clip_rows(rows: list[tuple[str, torch.Tensor]], path: Path, title: str,
               context: int | None = None, group: int = 2) -> Path:
     """Labelled rows of frames (each (T, C, H, W) in [0, 1]), one column per time step.

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from vqvideo import clip_metrics as CM
 from vqvideo import metrics as M
 from vqvideo import plots
 from vqvideo.config import EvaluateConfig, Params
@@ -39,7 +40,9 @@ class Evaluation:
     by_step: pd.DataFrame  # per predicted step: each predictor's mean error and SSIM
     per_clip: pd.DataFrame  # per test clip: reconstruction error
     counts: np.ndarray  # (K,) code usage on the test split
-    predictions: torch.Tensor  # (S, T - Tc, C, H, W) the prior's decoded rollout of the first clips
+    predictions: torch.Tensor  # (N, T - Tc, C, H, W) the prior's decoded rollout of every clip
+    extra_steps: dict[str, pd.DataFrame] = field(default_factory=dict)  # generation, conditioned
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)  # their clips, for the pictures
 
 
 @dataclass
@@ -96,11 +99,10 @@ def evaluate_models(cfg: EvaluateConfig, vqvae: VQVAE, prior: CodePrior, clips: 
         for i in range(0, n, cfg.batch_size):
             x = to_float(to_tensor(clips[i : i + cfg.batch_size]), torch.device("cpu"))
             batches.append(_evaluate_batch(vqvae, prior, x, tc))
-            batches[-1].pred = batches[-1].pred[: max(0, SAMPLE_CLIPS - i)]  # keep only what is drawn
-    return _assemble(batches, t, tc)
+    return _assemble(batches, t, tc, clips)
 
 
-def _assemble(batches: list[_Batch], t: int, tc: int) -> Evaluation:
+def _assemble(batches: list[_Batch], t: int, tc: int, clips: np.ndarray) -> Evaluation:
     def cat(get) -> torch.Tensor:  # noqa: ANN001
         return torch.cat([get(b) for b in batches])
 
@@ -134,6 +136,11 @@ def _assemble(batches: list[_Batch], t: int, tc: int) -> Evaluation:
         "test_clips": n,
     }
     preds = torch.cat([b.pred for b in batches])
+    truth = to_float(to_tensor(clips[:, tc:]), torch.device("cpu"))
+    for k, v in CM.by_step_quality(preds, truth).items():
+        by_step[k] = v
+    p["ink_last"] = float(by_step.ink_ratio.iloc[-1])
+    p["sharpness_last"] = float(by_step.sharpness_ratio.iloc[-1])
     return Evaluation(metrics, by_step, per_clip, counts.numpy(), preds)
 
 
@@ -181,6 +188,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", type=Path, default=Path("models/prior"))
     p.add_argument("--train-history", type=Path, default=Path("reports/train/history.csv"))
     p.add_argument("--prior-history", type=Path, default=Path("reports/prior/history.csv"))
+    p.add_argument("--labels", type=Path, default=None,
+                   help="collect's motion labels (data/raw/labels.csv): digit and action measures")
     p.add_argument("--generated", type=Path, default=Path("reports/generated"),
                    help="the generate stage's clips, linked from the summary")
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
@@ -203,12 +212,14 @@ def main(args: argparse.Namespace) -> None:
     prior_hist = read_history(args.prior_history, "prior training history", "prior")
     data = FrameData.open(args.frames)
     vqvae, vq_meta = load_vqvae(args.vqvae)
-    prior, prior_meta = load_prior(args.prior, vq_meta)
+    prior, prior_meta = load_prior(args.prior, vq_meta, vqvae)
     check_frames_fit(vq_meta, data.stats.get("clip_shape") or data.clips("test").shape[1:], args.frames)
     test = data.clips("test")
     if params.evaluate.max_clips:
         test = test[: params.evaluate.max_clips]
     ev = evaluate_models(params.evaluate, vqvae, prior, test)
+    labels = read_labels(args.labels, data, len(test), test.shape[1])
+    judge_clips(ev, params.evaluate, vqvae, prior, test, labels, params.collect.digit_size)
     ev.metrics["cost"] = cost_metrics(vqvae, prior, vq_meta, prior_meta, args.vqvae, args.prior)
     ev.metrics = finite(ev.metrics)
     write_tables(ev, args.tables)
@@ -224,6 +235,55 @@ def main(args: argparse.Namespace) -> None:
              m["codebook"]["active_fraction"], m["prediction"]["mse_frame"],
              m["prediction"]["copy_last_mse_frame"], m["prediction"]["blank_mse_frame"],
              m["prediction"]["vq_floor_mse_frame"], args.metrics)
+
+
+def read_labels(path: Path | None, data: FrameData, n: int, length: int) -> pd.DataFrame | None:
+    """The test clips' motion labels (clip, step, digit, label, x, y, vx, vy), or None when the
+    data has none (footage): every digit and action measure is then left out."""
+    if path is None or not path.exists():
+        return None
+    from vqvideo.digits import clip_labels
+
+    try:
+        labels = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise VQVideoError(f"motion labels {path} cannot be read ({' '.join(str(err).split())[:120]}); "
+                           "re-run `dvc repro collect`") from None
+    if labels.empty:
+        return None
+    index = data.index()
+    test_ids = index[index.split == "test"]["clip"].to_numpy()[:n]
+    out = clip_labels(index, labels, "test", test_ids, length)
+    return out if len(out) else None
+
+
+@torch.no_grad()
+def judge_clips(ev: Evaluation, cfg: EvaluateConfig, vqvae: VQVAE, prior: CodePrior, test: np.ndarray,
+                labels: pd.DataFrame | None, digit_size: int) -> None:
+    """What a person sees: digits read at their place (10 -> 10), and clips from one still
+    frame, drawn (`cfg.samples` each) and, with labels, steered by each digit's action."""
+    m, tc = ev.metrics, cfg.context_frames
+    k = min(cfg.generation_clips, len(test))
+    x = to_float(to_tensor(test[:k]), torch.device("cpu"))
+    gen_m, gen_steps, gen = CM.generation_eval(vqvae, prior, x, cfg.samples, cfg.seed)
+    m["generation"] = gen_m
+    ev.extra_steps["generation"] = gen_steps
+    ev.samples["generation"] = gen[:SAMPLE_CLIPS]
+    if labels is None or vqvae.channels != 1:
+        return
+    from vqvideo.digits import DigitReader
+
+    reader = DigitReader.train(digit_size)
+    real = to_float(to_tensor(test[:, tc:]), torch.device("cpu"))[:, :, 0].numpy()
+    ev.by_step["digit_accuracy"] = CM.digit_accuracy(reader, ev.predictions[:, :, 0].numpy(), labels, tc)
+    ev.by_step["real_digit_accuracy"] = CM.digit_accuracy(reader, real, labels, tc)
+    m["prediction"]["digit_accuracy_last"] = float(ev.by_step.digit_accuracy.iloc[-1])
+    m["prediction"]["real_digit_accuracy_last"] = float(ev.by_step.real_digit_accuracy.iloc[-1])
+    own = labels[labels["clip"] < k]
+    con_m, con_steps, con = CM.conditioned_eval(vqvae, prior, x, own, reader, digit_size)
+    m["conditioned"] = con_m
+    ev.extra_steps["conditioned"] = con_steps
+    ev.samples["conditioned"] = con[:SAMPLE_CLIPS]
 
 
 def read_history(path: Path, what: str, stage: str) -> pd.DataFrame:
@@ -247,6 +307,8 @@ def write_tables(ev: Evaluation, out: Path) -> None:
 
     with staging_dir(out) as tmp:
         write_csv(tmp / "prediction_by_step.csv", ev.by_step)
+        for name, df in ev.extra_steps.items():
+            write_csv(tmp / f"{name}_by_step.csv", df)
         write_csv(tmp / "recon_per_clip.csv", ev.per_clip)
         write_csv(tmp / "code_usage.csv", pd.DataFrame({"code": np.arange(len(ev.counts)),
                                                         "count": ev.counts.astype(np.int64)}))
@@ -265,7 +327,32 @@ def write_plots(ev: Evaluation, vqvae: VQVAE, test: np.ndarray, train_hist: pd.D
         plots.codebook_projection(vqvae.quantizer.codebook.detach().cpu().numpy(), ev.counts,
                                   tmp / "codebook_pca.png")
         plots.prediction_by_step(ev.by_step, tmp / "prediction_by_step.png")
+        _quality_plots(ev, tmp)
         _clip_pictures(ev, vqvae, test, tmp)
+
+
+def _quality_plots(ev: Evaluation, out: Path) -> None:
+    """What a viewer sees, per step: ink and sharpness kept, digits read, from 10 frames, from
+    one still frame (drawn motion), and from one frame with its action."""
+    ratios = {"ink_ratio": "ink (predicted / true)", "sharpness_ratio": "sharpness (predicted / true)"}
+    panels = [("10 -> 10: content kept", ev.by_step, ratios, "ratio")]
+    refs = {"10 -> 10: content kept": [1.0], "one still frame: content kept": [1.0]}
+    if "digit_accuracy" in ev.by_step.columns:
+        panels.append(("10 -> 10: digits read at their place", ev.by_step,
+                       {"digit_accuracy": "prediction", "real_digit_accuracy": "real frames (ceiling)"}, "fraction"))
+    gen = ev.extra_steps.get("generation")
+    if gen is not None:
+        panels.append(("one still frame: content kept", gen, ratios, "ratio"))
+        panels.append(("one still frame: error", gen, {"best_of_n_mse_frame": "best of N samples",
+                       "mean_mse_frame": "mean sample", "copy_first_mse_frame": "copy the frame"}, "squared error per frame"))
+    con = ev.extra_steps.get("conditioned")
+    if con is not None:
+        panels.append(("one frame + its action: error", con, {"mse_frame": "prior, steered by the labels",
+                       "copy_first_mse_frame": "copy the frame"}, "squared error per frame"))
+        panels.append(("one frame + its action: place", con, {"position_error": "digit's distance to its label (px)"}, "px"))
+    plots.quality_by_step(panels[:3], out / "quality_by_step.png", refs)
+    if len(panels) > 3:
+        plots.quality_by_step(panels[3:], out / "still_image_by_step.png", refs)
 
 
 @torch.no_grad()
@@ -289,12 +376,25 @@ def _clip_pictures(ev: Evaluation, vqvae: VQVAE, test: np.ndarray, out: Path) ->
                     "Worst-reconstructed test clips (lowest PSNR first)")
     tc = ev.metrics["prediction"]["context_frames"]
     rows = []
-    for i, pred in enumerate(ev.predictions):
+    for i, pred in enumerate(ev.predictions[:SAMPLE_CLIPS]):
         x = to_float(to_tensor(test[i]), torch.device("cpu"))
         err = float(M.mse_per_frame(pred, x[tc:]).mean())
         rows += [(f"clip {i}\nreal", x), (f"prior\nMSE/frame {err:.0f}", torch.cat([x[:tc], pred]))]
     plots.clip_rows(rows, out / "prediction_samples.png",
                     "Prior predictions from the given frames (argmax), against the real clip", context=tc)
+    for name, title in (("generation", "From one still frame: samples with drawn motion (real clip first)"),
+                        ("conditioned", "From one frame steered by each digit's labelled motion (real clip first)")):
+        got = ev.samples.get(name)
+        if got is None:
+            continue
+        rows = []
+        per = got[:, :3] if got.ndim == 6 else got[:, None]  # (clips, samples, T-1, C, H, W)
+        for i in range(len(per)):
+            x = to_float(to_tensor(test[i]), torch.device("cpu"))
+            rows.append((f"clip {i}\nreal", x))
+            rows += [(f"sample {j}" if got.ndim == 6 else "steered", torch.cat([x[:1], clip]))
+                     for j, clip in enumerate(per[i])]
+        plots.clip_rows(rows, out / f"{name}_samples.png", title, context=1, group=1 + per.shape[1])
 
 
 def write_summary(m: dict, path: Path, plots_dir: Path, generated: Path, tables: Path) -> None:
