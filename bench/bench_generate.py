@@ -90,7 +90,7 @@ def rows(quick: bool = False, *, repeat: int = 5, device: str = "cpu",
 def draw_times(prior: CodePrior, codes: torch.Tensor, temperature: float, repeat: int,
                warmup: int = 1) -> dict[str, float]:
     """One frame's code draw from the prior's logits: ours against torch.multinomial."""
-    logits = prior(codes)[0][:, -1]  # (B*S, h, w, K)
+    logits = prior.code_logits(prior.decode(codes[:, -1]))  # (B*S, h, w, K): one frame's codes
     k = logits.shape[-1]
     g = torch.Generator().manual_seed(0)
     dev = logits.device

@@ -48,7 +48,7 @@ TINY = {
     "prior": {"steps": 8, "batch_size": 4, "warmup_steps": 2, "width": 32, "heads": 2, "eval_every": 4,
               "log_every": 2, "checkpoint_every": 4, "precision": "fp32"},
     "generate": {"num_inputs": 2, "num_samples": 2},
-    "evaluate": {"context_frames": 4, "batch_size": 8},
+    "evaluate": {"context_frames": 4, "batch_size": 8, "samples": 3, "generation_clips": 4},
     "tune": {"n_trials": 3, "steps": 8, "eval_every": 4, "codebook_sizes": [16, 32]},
 }
 

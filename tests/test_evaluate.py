@@ -19,9 +19,10 @@ from conftest import tiny_params_dict, write_params
 from vqvideo.errors import VQVideoError
 
 PLOTS = ["vqvae_convergence.png", "prior_convergence.png", "code_frequency.png", "codebook_pca.png",
-         "prediction_by_step.png", "prediction_samples.png", "reconstructions.png", "worst_reconstructions.png"]
+         "prediction_by_step.png", "prediction_samples.png", "reconstructions.png", "worst_reconstructions.png",
+         "quality_by_step.png", "still_image_by_step.png", "generation_samples.png", "conditioned_samples.png"]
 OUTPUTS = ["metrics.json", "summary.md", "eval/prediction_by_step.csv", "eval/recon_per_clip.csv",
-           "eval/code_usage.csv"]
+           "eval/code_usage.csv", "eval/generation_by_step.csv", "eval/conditioned_by_step.csv"]
 SUMMARIES = {"vqvae": {"train_seconds": 12.5, "frames_per_second": 321.0},
              "prior": {"train_seconds": 7.25, "frames_per_second": 654.5}}
 
@@ -59,16 +60,18 @@ def make_pipeline(root: Path, tiny_data: Path, tiny_models: Path) -> Path:
     _history(root / "reports/train/history.csv", ["loss", "recon_mse", "vq_loss", "perplexity", "active_fraction"])
     _history(root / "reports/prior/history.csv", ["loss", "accuracy"])
     vqvae, meta = load_vqvae(root / "models/vqvae")
-    prior, _ = load_prior(root / "models/prior", meta)
+    prior, _ = load_prior(root / "models/prior", meta, vqvae)
     generate(parse_params(params).generate, vqvae, prior, FrameData.open(tiny_data / "frames"),
              root / "reports/generated")
     return root
 
 
-def evaluate_args(root: Path, frames: Path, out: str = "reports"):  # noqa: ANN201 - an argparse Namespace
-    """The evaluate command line, parsed by the real CLI parser."""
+def evaluate_args(root: Path, frames: Path, out: str = "reports", labels: bool = True):  # noqa: ANN201
+    """The evaluate command line (an argparse Namespace), parsed by the real CLI parser; with
+    `labels`, collect's motion labels beside `frames`."""
     from vqvideo.cli import build_parser
 
+    extra = ["--labels", str(frames.parent / "raw" / "labels.csv")] if labels else []
     return build_parser().parse_args([
         "evaluate", "--params", str(root / "params.yaml"), "--frames", str(frames),
         "--vqvae", str(root / "models/vqvae"), "--prior", str(root / "models/prior"),
@@ -76,7 +79,7 @@ def evaluate_args(root: Path, frames: Path, out: str = "reports"):  # noqa: ANN2
         "--prior-history", str(root / "reports/prior/history.csv"),
         "--generated", str(root / "reports/generated"),
         "--metrics", str(root / out / "metrics.json"), "--plots", str(root / out / "plots"),
-        "--tables", str(root / out / "eval"), "--summary", str(root / out / "summary.md"),
+        "--tables", str(root / out / "eval"), "--summary", str(root / out / "summary.md"), *extra,
     ])
 
 
@@ -118,6 +121,14 @@ def test_metrics_json_has_the_contract_keys(evaluated):
     assert {"mse_frame", "ssim", "copy_last_mse_frame", "blank_mse_frame", "vq_floor_mse_frame"} <= m["prediction"].keys()
     assert {"vqvae_parameters", "prior_parameters", "vqvae_train_seconds", "prior_train_seconds",
             "vqvae_frames_per_second", "prior_frames_per_second"} <= m["cost"].keys()
+    assert {"ink_last", "sharpness_last", "digit_accuracy_last", "real_digit_accuracy_last"} <= m["prediction"].keys()
+    assert {"samples", "best_of_n_mse_frame", "mean_mse_frame", "copy_first_mse_frame", "ink_last",
+            "sharpness_last", "speed_ratio", "diversity"} <= m["generation"].keys()
+    assert {"mse_frame", "copy_first_mse_frame", "digit_accuracy_last", "position_error_last"} <= m["conditioned"].keys()
+    assert m["generation"]["samples"] == 3
+    assert m["generation"]["best_of_n_mse_frame"] <= m["generation"]["mean_mse_frame"]
+    for k in ("digit_accuracy_last", "real_digit_accuracy_last"):
+        assert 0 <= m["prediction"][k] <= 1
 
 
 def test_evaluation_is_bit_for_bit_repeatable(evaluated):
@@ -241,7 +252,7 @@ def test_worker_is_deterministic_and_leaves_the_global_rng_alone(tiny_data, tiny
     from vqvideo.stages.evaluate import evaluate_models
 
     vqvae, meta = load_vqvae(tiny_models / "vqvae")
-    prior, _ = load_prior(tiny_models / "prior", meta)
+    prior, _ = load_prior(tiny_models / "prior", meta, vqvae)
     clips = FrameData.open(tiny_data / "frames").clips("test")
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -263,7 +274,7 @@ def test_context_as_long_as_the_clip_is_refused(tiny_data, tiny_models):
     from vqvideo.stages.evaluate import evaluate_models
 
     vqvae, meta = load_vqvae(tiny_models / "vqvae")
-    prior, _ = load_prior(tiny_models / "prior", meta)
+    prior, _ = load_prior(tiny_models / "prior", meta, vqvae)
     clips = FrameData.open(tiny_data / "frames").clips("test")
     with pytest.raises(VQVideoError, match=r"evaluate.context_frames \(8\) must be below the clip length \(8\)"):
         evaluate_models(EvaluateConfig(context_frames=8), vqvae, prior, clips)
@@ -308,3 +319,18 @@ def test_pictures_cope_with_odd_inputs(tmp_path):
             assert im.width > 100, name
     with pytest.raises(ValueError, match="history has none of the columns"):
         plots.convergence(hist, ["recon_mse"], "nothing", tmp_path / "none.png")
+
+
+def test_without_labels_the_digit_and_action_keys_are_absent(evaluated, tiny_data):
+    """Footage has no labels: the digit and action measures are left out, not written as null."""
+    from vqvideo.stages import evaluate
+
+    root = evaluated["root"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", evaluated["uri"])
+        evaluate.main(evaluate_args(root, tiny_data / "frames", out="nolabels", labels=False))
+    m = json.loads((root / "nolabels/metrics.json").read_text())
+    assert "digit_accuracy_last" not in m["prediction"] and "conditioned" not in m
+    assert {"ink_last", "sharpness_last"} <= m["prediction"].keys() and "speed_ratio" in m["generation"]
+    assert not (root / "nolabels/plots/conditioned_samples.png").exists()

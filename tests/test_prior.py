@@ -1,4 +1,5 @@
-"""The temporal prior: its motion search, warp and blur; training; a killed run resuming exactly."""
+"""The temporal prior: layers (segment, track, render), its velocity filter and dynamics, the
+action prior's hints; training; a killed run resuming exactly."""
 
 from __future__ import annotations
 
@@ -13,43 +14,68 @@ import pytest
 import torch
 
 from conftest import tiny_params_dict, write_params
-from vqvideo.models.prior import block_motion, gaussian_blur, warp
+from vqvideo.models import layers as Ly
+from vqvideo.models.prior import apply_hints, running_velocity, update_velocity
 
 
-def square(x: int, y: int, size: int = 32, side: int = 8) -> torch.Tensor:
-    """A (1, 1, size, size) frame with a textured bright square whose top-left is at (x, y)."""
-    img = torch.zeros(1, 1, size, size)
-    tex = torch.linspace(0.5, 1.0, side * side).view(side, side)
-    img[0, 0, y : y + side, x : x + side] = tex
+def blob(x: int, y: int, size: int = 48, w: int = 10, h: int = 12, level: float = 1.0) -> torch.Tensor:
+    """(1, size, size) a textured bright rectangle with top-left (x, y) on black."""
+    img = torch.zeros(1, size, size)
+    tex = torch.linspace(0.5, 1.0, w * h).view(h, w) * level
+    img[0, y : y + h, x : x + w] = tex
     return img
 
 
-def test_block_motion_finds_the_shift_and_leaves_blank_blocks_still():
-    prev, cur = square(8, 10, size=48), square(11, 8, size=48)  # moved by (+3, -2)
-    m = block_motion(cur, prev, block=8, radius=4, temperature=1e-4)
-    assert m.shape == (1, 4, 6, 6)
-    bright = m[0, 3] > 0.2  # blocks holding the square now
-    assert bright.any()
-    torch.testing.assert_close(m[0, 0][bright], torch.full_like(m[0, 0][bright], 3.0), atol=0.05, rtol=0)
-    torch.testing.assert_close(m[0, 1][bright], torch.full_like(m[0, 1][bright], -2.0), atol=0.05, rtol=0)
-    # A block with nothing to track anywhere within the search radius does not move.
-    torch.testing.assert_close(m[0, :2, 5, 5], torch.zeros(2))
+def two_blobs(t: int) -> torch.Tensor:
+    """A clip (T, 1, 48, 48): two blobs side by side, touching at frame 0, moving apart."""
+    return torch.stack([torch.maximum(blob(12 - 2 * k, 14 + k), blob(22 + 3 * k, 16 - k, w=8, level=0.9))
+                        for k in range(t)])
 
 
-def test_warp_by_an_integer_flow_is_an_exact_shift():
-    img = square(8, 8)
-    flow = torch.zeros(1, 2, 32, 32)
-    flow[:, 0], flow[:, 1] = 3.0, -2.0  # out(p) = img(p - (3, -2))
-    torch.testing.assert_close(warp(img, flow), square(11, 6))
-    torch.testing.assert_close(warp(img, torch.zeros(1, 2, 32, 32)), img)
+def test_segment_splits_touching_content_by_motion_and_tracks_each_piece():
+    clip = two_blobs(6)[None]  # (1, T, C, H, W)
+    alone = Ly.segment(clip[:, 0], 4)
+    assert int(alone.valid.sum()) == 1  # from one frame, touching content is one piece
+    layers = Ly.segment(clip[:, 0], 4, clip[:, 1], radius=4)
+    assert int(layers.valid.sum()) == 2 and not bool(layers.scene[0])
+    disp, cost = Ly.track(clip, torch.zeros(1, dtype=torch.long), layers, radius=4)
+    got = {tuple(disp[0, j, -1].tolist()) for j in range(2)}
+    assert got == {(-10.0, 5.0), (15.0, -5.0)}
+    # the frames are the first one with each piece moved: composited back exactly
+    for k in range(6):
+        torch.testing.assert_close(Ly.render(clip[:, 0], layers, disp[:, :, k]), clip[:, k])
 
 
-def test_gaussian_blur_keeps_mass_and_smooths():
-    img = square(12, 12)
-    out = gaussian_blur(img, 1.5)
-    torch.testing.assert_close(out.sum(), img.sum(), rtol=1e-4, atol=1e-4)
-    assert out.max() < img.max()
-    assert torch.equal(gaussian_blur(img, 0.0), img)
+def test_a_textured_picture_is_one_scene_layer_moved_with_mirrored_borders():
+    torch.manual_seed(0)
+    pic = torch.rand(1, 3, 32, 32) * 0.5 + 0.25
+    layers = Ly.segment(pic, 4)
+    assert bool(layers.scene[0]) and int(layers.valid.sum()) == 1
+    moved = Ly.render(pic, layers, torch.tensor([[[2.0, 0.0]] + [[0.0, 0.0]] * 3]))
+    torch.testing.assert_close(moved[..., 2:], pic[..., :-2])  # content 2 px right
+    assert moved[..., :2].min() > 0.2  # the border is filled with the picture, not black
+
+
+def test_layers_from_boxes_give_each_box_its_ink_and_hints_move_the_layer_under_them():
+    frame = torch.maximum(blob(4, 4, w=8, h=8), blob(30, 30, w=8, h=8))[None]
+    boxes = torch.tensor([[[2, 2, 14, 14], [28, 28, 40, 40]]], dtype=torch.float32)
+    layers = Ly.layers_from_boxes(frame, boxes, 3)
+    assert layers.valid.tolist() == [[True, True, False]]
+    assert layers.masks[0, 0, 8, 8] == 1 and layers.masks[0, 1, 8, 8] == 0
+    steps = apply_hints(torch.zeros(1, 3, 2), layers, [[(33, 33, 2.0, -1.0)]])
+    assert steps[0].tolist() == [[0.0, 0.0], [2.0, -1.0], [0.0, 0.0]]
+    near = apply_hints(torch.zeros(1, 3, 2), layers, [[(20, 3, 1.0, 1.0)]])  # outside: the nearest
+    assert near[0, 0].tolist() == [1.0, 1.0]
+
+
+def test_the_velocity_filter_finds_sub_pixel_speed_and_mirrors_at_a_bounce():
+    steps = torch.tensor([3.0, 4, 4, 3, 4, 4, 3, 4, 3, 4])  # whole-pixel steps of a 3.6 px/frame motion
+    v, n = running_velocity(steps.view(1, 1, -1, 1).expand(-1, -1, -1, 2).contiguous())
+    assert abs(float(v[0, 0, -1, 0]) - 3.6) < 0.01
+    bounced, _ = update_velocity(v[:, :, -1], n, torch.full((1, 1, 2), -2.0))
+    torch.testing.assert_close(bounced, -v[:, :, -1])
+    slow, _ = update_velocity(torch.full((1, 1, 2), 0.3), n, torch.full((1, 1, 2), -0.2))
+    assert float(slow[0, 0, 0]) < 0.3 and float(slow[0, 0, 0]) > 0  # a tiny step is no bounce
 
 
 @pytest.fixture(scope="module")
@@ -57,30 +83,44 @@ def models(tiny_models):
     from vqvideo.models.store import load_prior, load_vqvae
 
     vqvae, meta = load_vqvae(tiny_models / "vqvae")
-    prior, _ = load_prior(tiny_models / "prior", meta)
+    prior, _ = load_prior(tiny_models / "prior", meta, vqvae)
     return vqvae, prior
 
 
-def test_forward_shapes_state_and_rollout(models, tiny_data):
-    from vqvideo.data.clips import FrameData, to_tensor
+def test_an_untrained_prior_moves_at_constant_velocity_and_keeps_a_given_action():
+    from vqvideo.config import parse_params
+    from vqvideo.models.prior import CodePrior
+    from vqvideo.models.vqvae import VQVAE
+
+    p = parse_params(tiny_params_dict())
+    vqvae = VQVAE(p.model, channels=1).eval()
+    prior = CodePrior(p.prior, vqvae, (16, 16)).eval()
+    layers = Ly.segment(blob(20, 20, size=64)[None], 4)
+    app = torch.zeros(1, 4, p.prior.width)
+    seen = torch.tensor([0.0, 3.0, 7.0, 10.0]).view(1, 1, 4, 1).expand(1, 4, 4, 2)
+    out = prior.dynamics(app, layers, seen, 3)
+    torch.testing.assert_close(out[0, 0, 4:, 0], torch.tensor([13.33, 16.67, 20.0]), atol=0.01, rtol=0)
+    given = torch.tensor([[[1.5, -0.5]] * 4])
+    out = prior.dynamics(app, layers, torch.zeros(1, 4, 1, 2), 3, given)
+    torch.testing.assert_close(out[0, 0, 1:], torch.tensor([[1.5, -0.5], [3.0, -1.0], [4.5, -1.5]]))
+
+
+def test_rollout_keeps_the_context_and_gives_valid_codes(models, tiny_data):
+    from vqvideo.data.clips import FrameData
     from vqvideo.stages.prior import encode_clips
 
     vqvae, prior = models
     clips = FrameData.open(tiny_data / "frames").clips("test")[:2]
     codes = encode_clips(vqvae, clips, torch.device("cpu"))  # (2, T, h, w)
     t = codes.shape[1]
-    logits, (h, c, last) = prior(codes)
-    assert logits.shape == (*codes.shape, prior.num_codes)
-    assert last.shape == (2, *to_tensor(clips).shape[2:])
-    # Running frame by frame with the carried state gives the logits of one pass.
-    step_logits, state = [], None
-    for i in range(t):
-        lg, state = prior(codes[:, i : i + 1], state)
-        step_logits.append(lg)
-    torch.testing.assert_close(torch.cat(step_logits, 1), logits, rtol=1e-4, atol=1e-4)
-    rolled = prior.rollout(codes[:, :3], t - 3)
-    assert rolled.shape == codes.shape and torch.equal(rolled[:, :3], codes[:, :3])
-    assert int(rolled.max()) < prior.num_codes
+    for tc in (1, 3):
+        rolled = prior.rollout(codes[:, :tc], t - tc)
+        assert rolled.shape == codes.shape and torch.equal(rolled[:, :tc], codes[:, :tc])
+        assert 0 <= int(rolled.min()) and int(rolled.max()) < prior.num_codes
+    # argmax codes are the VQ-VAE's own codes of the composited frame
+    plan = prior.plan(codes[:, :3], 1)
+    frame = Ly.render(plan["anchor"], plan["layers"], plan["disp"][:, :, 3])
+    assert torch.equal(prior.rollout(codes[:, :3], 1)[:, 3], vqvae.encode_indices(frame))
 
 
 def test_the_frozen_vqvae_stays_frozen_while_the_prior_trains(tiny_data):
@@ -98,8 +138,9 @@ def test_the_frozen_vqvae_stays_frozen_while_the_prior_trains(tiny_data):
     for k, v in before.items():
         assert torch.equal(after[k], v), k
     rows = [r for r in result.loop.history if r["split"] == "val"]
-    assert {"ce", "accuracy", "photometric", "rollout_mse_frame"} <= rows[-1].keys()
-    assert result.model.flow.weight.abs().sum() > 0  # the learned correction moved off zero
+    assert {"position", "last_px", "still_last_px", "action_ce", "rollout_mse_frame"} <= rows[-1].keys()
+    assert result.model.step_head[-1].weight.abs().sum() > 0  # the learned step moved off zero
+    assert not any(k.startswith("vqvae.") for k in result.model.learned_state())
 
 
 def _cli(*args: str) -> subprocess.Popen:

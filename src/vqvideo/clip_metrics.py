@@ -160,22 +160,15 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
     """Frame 0 of each clip plus each digit's label at frame 0 (its box and velocity: the
     action) -> one clip each: error, digit identity and position against the labels."""
     b, t = x.shape[:2]
-    first = labels[labels.step == 0]
+    from vqvideo.digits import glyph_boxes
+
+    masks, steps = glyph_boxes(labels, b, prior.cfg.max_layers, size, tuple(x.shape[-2:]))
     outs = []
     for i in range(0, b, batch):
         xb = x[i : i + batch]
-        n_l = prior.cfg.max_layers
-        boxes = torch.zeros(len(xb), n_l, 4)
-        steps = torch.zeros(len(xb), n_l, 2)
-        for r in first[(first["clip"] >= i) & (first["clip"] < i + len(xb))].itertuples(index=False):
-            j = int(r.digit)
-            if j < n_l:
-                x0, y0 = round(r.x), round(r.y)
-                boxes[r.clip - i, j] = torch.tensor([x0, y0, x0 + size, y0 + size], dtype=torch.float32)
-                steps[r.clip - i, j] = torch.tensor([r.vx, r.vy], dtype=torch.float32)
-        layers = Ly.layers_from_boxes(xb[:, 0], boxes, n_l)
+        layers = Ly.Layers(masks[i : i + batch], torch.zeros(len(xb), dtype=torch.bool))
         codes = vqvae.encode_indices(xb[:, 0])[:, None]
-        rolled = prior.rollout(codes, t - 1, sampling="argmax", first_step=steps, layers=layers)
+        rolled = prior.rollout(codes, t - 1, sampling="argmax", first_step=steps[i : i + batch], layers=layers)
         outs.append(_decode_rollout(prior, vqvae, rolled[:, 1:]))
     gen = torch.cat(outs)  # (B, T-1, C, H, W)
     truth = x[:, 1:]

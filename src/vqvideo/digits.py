@@ -4,8 +4,9 @@ MSE rewards a blob that stays put over a sharp digit one pixel off, so the evalu
 asks a classifier to read each digit at its labelled place. The classifier is trained here, in
 seconds and deterministically, on scikit-learn's digits from the training pool (the held-out
 images that test videos draw from are never seen), rendered exactly as Moving Digits renders
-them (`data/synthetic.py`), half of them with a second digit composited over them by maximum
-at a random offset, as happens in the videos. It reads a 28x28 crop at the labelled top-left
+them (`data/synthetic.py`), each also with a second digit composited over it by maximum at a
+random offset, as happens in the videos, and moved by up to a pixel (a label's sub-pixel place
+is drawn rounded). It reads a 28x28 crop at the labelled top-left
 corner, shrunk to 14x14: a digit that drifted, shrank or smeared is misread.
 """
 
@@ -48,8 +49,10 @@ class DigitReader:
             canvas = np.zeros((3 * size, 3 * size), np.float32)
             canvas[size + dy : 2 * size + dy, size + dx : 2 * size + dx] = other
             over.append(np.maximum(img, canvas[size : 2 * size, size : 2 * size]))
-        x = features(np.concatenate([imgs, np.stack(over)]))
-        y = np.concatenate([labels, labels])
+        # and each moved by up to a pixel: a label's sub-pixel place is drawn rounded
+        moved = [np.roll(im, tuple(rng.integers(-1, 2, size=2)), axis=(0, 1)) for im in imgs]
+        x = features(np.concatenate([imgs, np.stack(over), np.stack(moved)]))
+        y = np.concatenate([labels, labels, labels])
         model = LogisticRegression(C=0.5, max_iter=400)
         model.fit(x, y)
         return cls(model, size)
@@ -68,7 +71,8 @@ def clip_labels(index: pd.DataFrame, labels: pd.DataFrame, split: str, clip_ids:
                 length: int) -> pd.DataFrame:
     """The labels of each digit at each frame of the given clips of `split`.
 
-    Rows: clip (position in `clip_ids`), step (frame within the clip), digit, label, x, y, vx, vy
+    Rows: clip (position in `clip_ids`), step (frame within the clip), digit, label, digit_image
+    (its image in the digit bank), x, y, vx, vy
     (vx, vy in px per clip frame, i.e. times the sampling interval).
     """
     rows = index[index.split == split].set_index("clip").loc[clip_ids]
@@ -80,5 +84,29 @@ def clip_labels(index: pd.DataFrame, labels: pd.DataFrame, split: str, clip_ids:
         sel["clip"] = pos
         sel[["vx", "vy"]] = sel[["vx", "vy"]] * r.frame_interval
         parts.append(sel)
-    cols = ["clip", "step", "digit", "label", "x", "y", "vx", "vy"]
+    cols = ["clip", "step", "digit", "label", "digit_image", "x", "y", "vx", "vy"]
     return pd.concat(parts)[cols].sort_values(["clip", "step", "digit"]).reset_index(drop=True) if parts else pd.DataFrame(columns=cols)
+
+
+def glyph_boxes(labels: pd.DataFrame, n: int, max_layers: int, size: int, shape: tuple[int, int]):  # noqa: ANN201
+    """Each digit's own ink at its labelled place in frame 0 -> (n, L, H, W) masks (the labels
+    name the digit image: objects known exactly, as labelled data knows them) and (n, L, 2) its
+    velocity (the action)."""
+    import torch
+
+    from vqvideo.data.synthetic import load_digit_bank
+
+    bank = load_digit_bank(size)
+    h, w = shape
+    masks = torch.zeros(n, max_layers, h, w)
+    steps = torch.zeros(n, max_layers, 2)
+    for r in labels[labels.step == 0].itertuples(index=False):
+        if r.digit >= max_layers or r.clip >= n:
+            continue
+        glyph = cv2.dilate((bank.images[int(r.digit_image)] > 255 * 0.05).astype(np.uint8), np.ones((3, 3), np.uint8))
+        x0, y0 = int(round(r.x)), int(round(r.y))
+        canvas = np.zeros((h + 2 * size, w + 2 * size), np.float32)
+        canvas[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size] = glyph
+        masks[r.clip, r.digit] = torch.from_numpy(canvas[size : size + h, size : size + w])
+        steps[r.clip, r.digit] = torch.tensor([r.vx, r.vy], dtype=torch.float32)
+    return masks, steps

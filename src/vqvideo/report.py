@@ -16,6 +16,16 @@ PLOTS = [
      "floor (the true future frames encoded and decoded: the best a prior of codes can do)."),
     ("prediction_samples.png", "Predictions",
      "Real clips above, the prior's argmax rollout from the given frames below."),
+    ("quality_by_step.png", "What a viewer sees, by step (10 -> 10)",
+     "Ink and sharpness of the predicted frames against the real ones (1.0: kept), and the digits "
+     "a classifier reads at their labelled place, in the prediction and in the real frames."),
+    ("generation_samples.png", "From one still frame",
+     "Each real clip, then samples from its first frame alone: each draws its own motion."),
+    ("still_image_by_step.png", "From one still frame, by step",
+     "Samples' content kept and their error (best of N, mean, copying the frame); clips steered by "
+     "each digit's labelled action: error and how far each digit is from its labelled place."),
+    ("conditioned_samples.png", "Steered by the labels",
+     "Each real clip, then the clip generated from its first frame and each digit's labelled motion."),
     ("vqvae_convergence.png", "VQ-VAE convergence", "Training batches and the validation split."),
     ("prior_convergence.png", "Prior convergence", "Training batches and the validation split."),
     ("code_frequency.png", "Code usage by rank",
@@ -46,6 +56,35 @@ def _prediction_table(p: dict) -> list[str]:
     for name, mse, ssim, ratio in rows:
         out.append(f"| {name} | {_num(mse, '.1f')} | {_num(ssim, '.4f')} | {_num(ratio, '.3f')} |")
     return out
+
+
+def _still_image_section(m: dict) -> list[str]:
+    p, g, c = m["prediction"], m.get("generation"), m.get("conditioned")
+    out = ["## What a viewer sees", "",
+           "| measure | value | what it says |", "| --- | ---: | --- |",
+           f"| `prediction.ink_last` | {_num(p.get('ink_last'), '.3f')} | 10th predicted frame's ink / the real one's (1: kept) |",
+           f"| `prediction.sharpness_last` | {_num(p.get('sharpness_last'), '.3f')} | its mean gradient / the real one's |"]
+    if "digit_accuracy_last" in p:
+        out += [f"| `prediction.digit_accuracy_last` | {p['digit_accuracy_last']:.3f} | digits read right at their "
+                f"labelled place, 10th predicted frame (real frames: {p['real_digit_accuracy_last']:.3f}) |"]
+    if g:
+        out += [f"| `generation.best_of_n_mse_frame` | {_num(g['best_of_n_mse_frame'], '.1f')} | one still frame, "
+                f"best of {g['samples']} samples (mean {_num(g['mean_mse_frame'], '.1f')}; copying the frame "
+                f"{_num(g['copy_first_mse_frame'], '.1f')}) |",
+                f"| `generation.ink_last` | {_num(g['ink_last'], '.3f')} | last generated frame's ink / the real one's |",
+                f"| `generation.sharpness_last` | {_num(g['sharpness_last'], '.3f')} | its mean gradient / the real one's |",
+                f"| `generation.speed_ratio` | {_num(g['speed_ratio'], '.3f')} | samples' speed / the test clips' "
+                f"({g['speed']:.2f} / {g['real_speed']:.2f} px per frame) |",
+                f"| `generation.diversity` | {_num(g['diversity'], '.1f')} | squared difference per frame between two "
+                "samples of one frame (0: all alike) |"]
+    if c:
+        out += [f"| `conditioned.mse_frame` | {_num(c['mse_frame'], '.1f')} | one frame + each digit's labelled "
+                f"motion ({_num(c['ratio_to_copy_first'], '.2f')}x copying the frame) |",
+                f"| `conditioned.digit_accuracy_last` | {_num(c['digit_accuracy_last'], '.3f')} | digits read at their "
+                "labelled place in the last frame |",
+                f"| `conditioned.position_error_last` | {_num(c['position_error_last'], '.2f')} px | each digit's distance "
+                "to its labelled place, last frame |"]
+    return out + [""]
 
 
 def summary_markdown(m: dict, here: Path, plots_dir: Path, generated_dir: Path,
@@ -93,8 +132,11 @@ def summary_markdown(m: dict, here: Path, plots_dir: Path, generated_dir: Path,
             lines.append(f"| {name} | {cost[f'{key}_parameters']:,} | "
                          f"{'n/a' if secs is None else f'{secs:.0f} s'} | {_num(fps, '.0f')} |")
         lines.append("")
+    lines += _still_image_section(m)
     lines += ["## Plots", ""]
     for name, title, note in PLOTS:
+        if not (plots_dir / name).exists():  # data without labels: no digit or action pictures
+            continue
         lines += [f"### {title}", "", note, "", f"![{title}]({_rel(plots_dir / name, here)})", ""]
     gen = _rel(generated_dir, here)
     lines += ["## Sample clips", "",

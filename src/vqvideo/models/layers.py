@@ -102,7 +102,7 @@ def motion_groups(frames: Tensor, other: Tensor, radius: int, max_groups: int) -
     difference, averaged over 7x7 px); the shift that explains the most ink is group 0, then,
     greedily, the shift that best explains what the chosen ones do not, kept while it clearly
     explains enough ink of its own (at least MIN_GROUP px). Every pixel joins the group whose
-    shift explains it best.
+    shift explains it best (its own difference first, then its window's).
     """
     a, o = frames.float(), other.float()
     b, c, h, w = a.shape
@@ -110,7 +110,7 @@ def motion_groups(frames: Tensor, other: Tensor, radius: int, max_groups: int) -
     pad = F.pad(o, (r, r, r, r))
     vol = torch.stack([((a - pad[:, :, r + int(dy) : r + int(dy) + h, r + int(dx) : r + int(dx) + w]) ** 2).mean(1)
                        for dx, dy in _window(r, a.device).tolist()], 1)  # (B, S, H, W)
-    vol = F.avg_pool2d(vol, 7, 1, 3, count_include_pad=False)
+    raw, vol = vol, F.avg_pool2d(vol, 7, 1, 3, count_include_pad=False)
     ink = (gray_of(a) > INK)[:, None]  # (B, 1, H, W)
     cost = vol.clamp_max(ROBUST) * ink
     ar = torch.arange(b, device=a.device)
@@ -127,7 +127,8 @@ def motion_groups(frames: Tensor, other: Tensor, radius: int, max_groups: int) -
         chosen.append(s)
         keep.append(ok)
         current = torch.where(ok[:, None, None], torch.minimum(current, cost[ar, s]), current)
-    per = torch.stack([vol[ar, s] for s in chosen], 1)  # (B, G, H, W)
+    # a pixel's own difference decides where it has one; the window's, where it is blank
+    per = torch.stack([raw[ar, s] + 0.5 * vol[ar, s] for s in chosen], 1)  # (B, G, H, W)
     per = torch.where(torch.stack(keep, 1)[:, :, None, None], per, torch.full_like(per, float("inf")))
     return per.argmin(1)
 

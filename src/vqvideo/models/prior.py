@@ -202,13 +202,20 @@ class CodePrior(nn.Module):
         before = seen[:, :, :1] if tc > 1 else (first_step[:, :, None] if first_step is not None
                                                  else torch.zeros_like(disp[:, :, :1]))
         into = torch.cat([before, seen], 2)  # (B, L, Tc, 2): the step that brought each frame
-        vel, n = running_velocity(into)
+        if tc > 1:  # the filter averages the seen steps (not the copy standing before frame 0)
+            vel, n = running_velocity(seen)
+            vel = torch.cat([vel[:, :, :1], vel], 2)
+        else:
+            vel, n = running_velocity(into)
         kin = kinematics(boxes, disp, into, layers.scene, valid, self.size, self.block, vel)
         x = (app[:, :, None] + self.kin(kin)).flatten(0, 1)  # (B*L, Tc, C)
         y, state = self.lstm(x)
         v = vel[:, :, -1]
-        # the next step: the filter's velocity plus what the LSTM knows better (bounces)
+        # the next step: the filter's velocity plus what the LSTM knows better (bounces); a
+        # given action is the step into frame 1 as it is
         step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
+        if tc == 1 and first_step is not None:
+            step = first_step
         out, pos = [disp], disp[:, :, -1]
         for i in range(steps):
             pos = pos + step

@@ -92,6 +92,15 @@ def step_targets(disp: torch.Tensor, radius: int) -> torch.Tensor:
     return step[..., 1] * (2 * radius + 1) + step[..., 0]
 
 
+def first_velocity(disp: torch.Tensor, frames: int = 4) -> torch.Tensor:
+    """(B, L, T, 2) tracked displacements -> (B, L, 2) the velocity at frame 0, to sub-pixel
+    precision as labels or a user give it: per axis the mean step length over the first
+    `frames` steps (a bounce flips a step's sign, not its length), signed as the first steps."""
+    steps = disp[:, :, 1 : frames + 1] - disp[:, :, :frames]
+    lead = torch.where(steps[:, :, 0] != 0, steps[:, :, 0], steps[:, :, 1] if steps.shape[2] > 1 else steps[:, :, 0])
+    return torch.sign(lead) * steps.abs().mean(2)
+
+
 def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int,
                reverse: bool = False) -> dict[str, torch.Tensor]:
     """Roll the layers of clips `idx` forward from `context` seen frames and score where they land.
@@ -107,7 +116,7 @@ def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int
         disp, weight = disp.flip(2), weight.flip(2)
     t = disp.shape[2]
     app = model.appearance(tracks.codes[idx], layers)
-    first = disp[:, :, 1] - disp[:, :, 0] if context == 1 else None
+    first = first_velocity(disp) if context == 1 else None
     pred = model.dynamics(app, layers, disp[:, :, :context], t - context, first)
     w = weight[:, :, context:]
     err = F.huber_loss(pred[:, :, context:], disp[:, :, context:], reduction="none", delta=1.0).sum(-1)
