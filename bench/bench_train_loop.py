@@ -13,9 +13,10 @@ conversion, timed on the same frame tensor with the same calls; compute is the r
 step. On a CPU the data path runs in the training thread, so its share of the step is the time
 the cores spend away from the model: target data <= 0.05x compute.
 
-The prior's step (CodePrior + prior_loss, batch of prior.batch_size clips) is timed in both of
-its phases: teacher forcing, then (from prior.rollout_start of the steps on) with half the batch
-fed its own rollouts; the default schedule's mean weighs them as the default run does.
+The prior's step (prior_loss: batch of prior.batch_size clips, their layers rolled forward
+through every frame after a random number of seen ones) is timed the same way; its training
+cost is that step times prior.steps plus tracking the layers of prior.track_clips training clips
+once (its targets), measured on a sample of them.
 
     OMP_NUM_THREADS=1 python bench/bench_train_loop.py [--quick]
 
@@ -90,22 +91,28 @@ def data_path_seconds(params: Params, data: FrameData, repeat: int) -> float:
     return median_time(data_step, warmup=3, repeat=repeat)
 
 
-def prior_steps(params: Params, vq_result, data: FrameData, quick: bool) -> tuple[float, float]:  # noqa: ANN001
-    """Run train_prior() through both phases; median (teacher-forcing, own-rollout) step seconds."""
-    steps, start = (4, 2) if quick else (12, 4)  # rollouts from step index `start` on
-    # train_prior starts rollouts at int(rollout_start * steps); the half step keeps float error off
-    update = {"steps": steps, "rollout_start": (start + 0.5) / steps, "log_every": 1, "eval_every": NEVER,
-              "checkpoint_every": NEVER}
+def prior_steps(params: Params, vq_result, data: FrameData, quick: bool) -> float:  # noqa: ANN001
+    """Run train_prior() for a few steps; the median step in seconds."""
+    update = {"steps": 4 if quick else 12, "log_every": 1, "eval_every": NEVER, "checkpoint_every": NEVER,
+              "track_clips": 16 if quick else 64}
     if quick:
         update["batch_size"] = 2
     cfg = params.prior.model_copy(update=update)
     clock = StepClock()
     with quiet():
         train_prior(cfg, vq_result.model, vq_result.fingerprint, data, on_log=clock)
-    per_step = clock.step_seconds()
-    teacher = [s for i, s in per_step.items() if 1 <= i < start]
-    rollout = [s for i, s in per_step.items() if i >= start]
-    return statistics.median(teacher), statistics.median(rollout)
+    return statistics.median(s for i, s in clock.step_seconds().items() if i >= 1)
+
+
+def tracking_seconds(params: Params, vq_result, data: FrameData, clips: int) -> float:  # noqa: ANN001
+    """Seconds to segment and track the layers of `clips` training clips (the prior's targets)."""
+    from vqvideo.stages.prior import measure_tracks
+
+    train_clips = data.clips("train")[:clips]
+    t0 = time.perf_counter()
+    with quiet():
+        measure_tracks(vq_result.model, train_clips, params.prior, torch.device("cpu"))
+    return time.perf_counter() - t0
 
 
 def rows(quick: bool = False, *, params_path: Path = REPO / "params.yaml") -> list[Row]:
@@ -114,29 +121,24 @@ def rows(quick: bool = False, *, params_path: Path = REPO / "params.yaml") -> li
     vq_step, vq_result = vqvae_steps(params, data, 5 if quick else 24)
     data_s = data_path_seconds(params, data, 20 if quick else 200)
     compute_s = vq_step - data_s
-    teacher_s, rollout_s = prior_steps(params, vq_result, data, quick)
-
+    prior_s = prior_steps(params, vq_result, data, quick)
     p = params.prior
+    clips = 16 if quick else 128
+    track_s = tracking_seconds(params, vq_result, data, clips) / clips * min(p.track_clips, len(data.clips("train")))
     t = params.sample.clip_length
-    rollouts = min(p.rollout_context, t - 1) < t - 1 and round(p.rollout_fraction * p.batch_size) > 0
-    share = p.rollout_start if rollouts else 1.0  # of the default run's steps in teacher forcing
-    prior_s = share * teacher_s + (1 - share) * rollout_s
     batch = 2 if quick else p.batch_size
     dtype = resolve_precision(params.train.precision, resolve_device(params.train.device))
     precision = "bf16 autocast" if dtype == torch.bfloat16 else "fp32"
     vq_label = f"VQ-VAE step, batch {params.train.batch_size} frames, {precision}"
-    prior_what = f"batch {batch} clips x {t - 1} predicted frames"
     return [
         Row("data path per step: indices + gather + uint8->float (train()'s step_fn)", data_s * 1e3,
             "compute per step: fwd + bwd + clip + AdamW (real train() step - data)", compute_s * 1e3, "ms",
             "<= 0.05"),
-        Row(f"prior step, default schedule mean ({share:.0%} teacher forcing), {prior_what}",
-            prior_s * 1e3, vq_label, vq_step * 1e3, "ms"),
-        Row("prior step, teacher forcing", teacher_s * 1e3, vq_label, vq_step * 1e3, "ms"),
-        Row(f"prior step, {p.rollout_fraction:.0%} of the batch on own rollouts", rollout_s * 1e3, vq_label,
+        Row(f"prior step, batch {batch} clips x {t - 1} frames rolled forward", prior_s * 1e3, vq_label,
             vq_step * 1e3, "ms"),
-        Row(f"prior training steps, {p.steps} (prior.steps) x mean step", p.steps * prior_s,
-            f"VQ-VAE training steps, {params.train.steps} (train.steps) x step", params.train.steps * vq_step, "s"),
+        Row(f"prior training, {p.steps} (prior.steps) x step + tracking {p.track_clips} clips",
+            p.steps * prior_s + track_s, f"VQ-VAE training steps, {params.train.steps} (train.steps) x step",
+            params.train.steps * vq_step, "s"),
     ]
 
 
