@@ -122,7 +122,7 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(400, ge=1)
+    steps: int = Field(800, ge=1)
     batch_size: int = Field(32, ge=1)  # clips per step; each brings all its layers
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
