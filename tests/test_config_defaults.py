@@ -15,15 +15,8 @@ from vqvideo.config import Params
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
-# The temporal prior's sections are being reworked; their check runs and reports, without failing
-# the suite, until the rework lands. Drop this mark then: every section must agree.
-IN_REWORK = {"prior", "generate", "evaluate"}
-
-
 def _sections() -> list:
-    return [pytest.param(name, id=name, marks=[pytest.mark.xfail(
-        reason=f"{name}: defaults being reworked with the temporal prior", strict=False)]
-        if name in IN_REWORK else []) for name in Params.model_fields]
+    return list(Params.model_fields)
 
 
 def test_params_yaml_has_exactly_the_sections_of_config_py():

@@ -414,3 +414,106 @@ def test_benchmark_rows_run_on_tiny_models(tmp_path):
     rows = bench_generate.rows(repeat=1, params_path=params)
     assert [r.unit for r in rows] == ["frames/s", "frames/s", "ms"]
     assert all(r.value > 0 and r.ref_value > 0 for r in rows)
+
+
+# ---------------------------------------------------------------- motion a user chooses
+
+
+def _steer(tmp_path: Path, models: Path, image: Path, *flags: str) -> tuple[int, Path]:
+    from vqvideo.cli import main
+
+    out = tmp_path / "steered"
+    params = write_params(tmp_path / "params.yaml", tiny_params_dict())
+    rc = main(["generate", "--params", str(params), "--vqvae", str(models / "vqvae"), "--prior",
+               str(models / "prior"), "--image", str(image), "--out", str(out), "--length", "6",
+               "--num-samples", "1", "--sampling", "argmax", *flags])
+    return rc, out
+
+
+def _frames(stem: Path, size: int = 64) -> list[np.ndarray]:
+    """The generated frames of the first sample row, gray float, from the grid PNG."""
+    grid = np.asarray(Image.open(stem.with_suffix(".png")).convert("L")).astype(np.float32) / 255
+    n = (grid.shape[1] - PAD) // (size + PAD)
+    return [grid[PAD : PAD + size, PAD + i * (size + PAD) : PAD + i * (size + PAD) + size] for i in range(n)]
+
+
+def test_pan_moves_a_picture_by_that_many_pixels_a_frame(models, tmp_path):
+    """--pan 2,0 on a photo-like texture: phase correlation between the composited frames says
+    2 px a frame (the frames before the VQ-VAE's codes: the tiny test VQ-VAE blurs all detail)."""
+    from vqvideo.models import layers as Ly
+    from vqvideo.stages.generate import load_image, picture_motion
+
+    vqvae, prior = models
+    image = write_image(tmp_path / "photo.png", texture(96, 96), gray=True)
+    motion = picture_motion([], "3,0", (96, 96), 64)  # 3 px of the picture are 2 px of the model's frame
+    assert motion.pan == (2.0, 0.0)
+    x = load_image(image, 64, 1)
+    plan = prior.plan(vqvae.encode_indices(x)[:, None], 5, pan=torch.tensor([motion.pan]), images=x[:, None])
+    assert bool(plan["layers"].scene[0])
+    torch.testing.assert_close(plan["disp"][0, 0, :, 0], torch.arange(6.0) * 2, atol=0.5, rtol=0)  # its steps
+    frames = [Ly.render(x, plan["layers"], plan["disp"][:, :, k])[0, 0].double().numpy() for k in range(6)]
+    window = cv2.createHanningWindow((64, 64), cv2.CV_64F)  # the mirrored borders do not vote
+    shifts = [cv2.phaseCorrelate(frames[i], frames[i + 1], window)[0] for i in range(5)]
+    assert np.all(np.abs(np.array([s[0] for s in shifts]) - 2.0) <= 0.4), shifts  # within 20%
+    assert np.all(np.abs([s[1] for s in shifts]) <= 0.4), shifts
+
+
+def test_a_drag_moves_the_object_under_it_and_not_the_other(models, tmp_path):
+    """One --drag on a picture of two blobs (composited frames, as for the pan)."""
+    from vqvideo.models import layers as Ly
+    from vqvideo.stages.generate import load_image, picture_motion
+
+    vqvae, prior = models
+    img = np.zeros((128, 128), np.uint8)  # two bright blobs, far apart, on black: two layers
+    img[20:44, 16:40] = 255
+    img[80:104, 84:108] = 200
+    image = tmp_path / "blobs.png"
+    assert cv2.imwrite(str(image), img)
+    motion = picture_motion(["28,32:6,4"], None, img.shape, 64)  # 3, 2 px a frame in the model's 64 px
+    assert motion.hints == [[(13.75, 15.75, 3.0, 2.0)]]
+    x = load_image(image, 64, 1)
+    plan = prior.plan(vqvae.encode_indices(x)[:, None], 5, hints=motion.hints, images=x[:, None])
+    frames = [Ly.render(x, plan["layers"], plan["disp"][:, :, k])[0, 0].numpy() for k in range(6)]
+
+    def centre(f: np.ndarray, rows: slice, cols: slice) -> np.ndarray:
+        ys, xs = np.nonzero(f[rows, cols] > 0.3)
+        return np.array([xs.mean() + cols.start, ys.mean() + rows.start])
+
+    first = centre(frames[-1], slice(0, 40), slice(0, 40)) - centre(frames[0], slice(0, 40), slice(0, 40))
+    other = centre(frames[-1], slice(36, 64), slice(36, 64)) - centre(frames[0], slice(36, 64), slice(36, 64))
+    assert np.linalg.norm(first - np.array([15.0, 10.0])) < 2.5, first  # 5 frames x (3, 2), give or take
+    assert np.linalg.norm(other) < np.linalg.norm(first) / 4, other
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--drag", "20,30"], r"--drag '20,30' is not X,Y:DX,DY"),
+    (["--drag", "a,b:c,d"], r"is not X,Y:DX,DY"),
+    (["--drag", "200,30:1,0"], r"outside the 120x90 picture"),
+    (["--drag", "2,30:1,0"], r"outside the centred square the model sees \(x 15\.\.104"),
+    (["--pan", "2"], r"--pan '2' is not DX,DY"),
+])
+def test_bad_motion_is_one_clear_error_and_writes_nothing(flags, message, tiny_models, tmp_path, capsys):
+    image = write_image(tmp_path / "digit.png", texture(90, 120), gray=True)
+    before = sorted(tmp_path.rglob("*"))
+    rc, out = _steer(tmp_path, tiny_models, image, *flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not out.exists() and sorted(p for p in tmp_path.rglob("*") if p.name != "params.yaml") == \
+        [p for p in before if p.name != "params.yaml"]
+
+
+def test_condition_labels_moves_each_digit_as_labelled(models, tiny_data, tmp_path):
+    import pandas as pd
+
+    from vqvideo.data.clips import FrameData
+    from vqvideo.stages.generate import generate
+
+    vqvae, prior = models
+    data = FrameData.open(tiny_data / "frames")
+    labels = pd.read_csv(tiny_data / "raw" / "labels.csv")
+    cfg = gen_cfg(condition="labels", num_inputs=1, num_samples=2, sampling="argmax")
+    steered = generate(cfg, vqvae, prior, data, tmp_path / "a", labels)
+    assert len(steered) == 3
+    with pytest.raises(VQVideoError, match="no motion labels"):
+        generate(cfg, vqvae, prior, data, tmp_path / "b", labels.iloc[:0])

@@ -62,26 +62,28 @@ def digit_accuracy(reader, frames: np.ndarray, labels: pd.DataFrame, offset: int
     return out
 
 
-def position_error(frames: np.ndarray, first: np.ndarray, labels: pd.DataFrame, size: int, step: int,
+def position_error(frames: np.ndarray, glyphs: np.ndarray, labels: pd.DataFrame, step: int,
                    search: int = 12) -> float:
-    """Mean distance in px between where each digit is in `frames[:, step]` and its label.
+    """Mean distance in px between where each digit is in `frames[:, step]` (N, T, H, W) and
+    its labelled place at that step.
 
-    Found by matching the digit's own look in the first frame (its labelled 28 px box) within
-    `search` px of the labelled place (squared difference): a digit that is not near its place
-    scores the search radius or more.
+    Found by matching the digit's own image (`glyphs`, the bank's (M, S, S) images the labels
+    name, in [0, 1]) within `search` px of the labelled place, by squared difference over the
+    digit's own strokes (another digit crossing it costs little): a digit that is not near its
+    place scores the search radius or more.
     """
     import cv2
 
+    size = glyphs.shape[-1]
     errs = []
-    rows0 = labels[labels.step == 0].set_index(["clip", "digit"])
     for r in labels[labels.step == step].itertuples(index=False):
-        x0, y0 = rows0.loc[(r.clip, r.digit), ["x", "y"]].round().astype(int)
-        tmpl = np.pad(first[r.clip], size)[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size].astype(np.float32)
+        tmpl = glyphs[int(r.digit_image)].astype(np.float32)
+        mask = (tmpl > 0.05).astype(np.float32)
         xt, yt = int(round(r.x)), int(round(r.y))
         p = size + search
         pad = np.pad(frames[r.clip, step], p).astype(np.float32)
         win = pad[yt + p - search : yt + p + search + size, xt + p - search : xt + p + search + size]
-        cost = cv2.matchTemplate(win, tmpl, cv2.TM_SQDIFF)
+        cost = cv2.matchTemplate(win, tmpl, cv2.TM_SQDIFF, mask=mask)
         dy, dx = np.unravel_index(int(np.argmin(cost)), cost.shape)
         errs.append(float(np.hypot(dx - search, dy - search)))
     return float(np.mean(errs)) if errs else float("nan")
@@ -124,7 +126,8 @@ def generation_eval(vqvae, prior, x: Tensor, samples: int, seed: int,  # noqa: A
     for i in range(0, b, batch):
         xb = x[i : i + batch]
         codes = vqvae.encode_indices(xb[:, 0]).repeat_interleave(samples, 0)[:, None]  # (B*S, 1, h, w)
-        rolled = prior.rollout(codes, t - 1, sampling="argmax", motion="sample", generator=g)
+        rolled = prior.rollout(codes, t - 1, sampling="argmax", motion="sample", generator=g,
+                               images=xb[:, :1].repeat_interleave(samples, 0))
         gens.append(_decode_rollout(prior, vqvae, rolled[:, 1:]).view(len(xb), samples, t - 1, *x.shape[2:]))
     gen = torch.cat(gens)  # (B, S, T-1, C, H, W)
     truth = x[:, 1:]
@@ -168,7 +171,8 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
         xb = x[i : i + batch]
         layers = Ly.Layers(masks[i : i + batch], torch.zeros(len(xb), dtype=torch.bool))
         codes = vqvae.encode_indices(xb[:, 0])[:, None]
-        rolled = prior.rollout(codes, t - 1, sampling="argmax", first_step=steps[i : i + batch], layers=layers)
+        rolled = prior.rollout(codes, t - 1, sampling="argmax", first_step=steps[i : i + batch], layers=layers,
+                               images=xb[:, :1])
         outs.append(_decode_rollout(prior, vqvae, rolled[:, 1:]))
     gen = torch.cat(outs)  # (B, T-1, C, H, W)
     truth = x[:, 1:]
@@ -176,7 +180,10 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
     copy = ((x[:, :1].double() - truth.double()) ** 2).flatten(2).sum(-1)
     full = torch.cat([x[:, :1], gen], 1)[:, :, 0].numpy()  # (B, T, H, W) gray
     acc = digit_accuracy(reader, full, labels)
-    pos = np.array([position_error(full, x[:, 0, 0].numpy(), labels, size, k) for k in range(t)])
+    from vqvideo.data.synthetic import load_digit_bank
+
+    glyphs = load_digit_bank(size).images.astype(np.float32) / 255.0
+    pos = np.array([position_error(full, glyphs, labels, k) for k in range(t)])
     m = {"mse_frame": float(err.mean()), "copy_first_mse_frame": float(copy.mean()),
          "ratio_to_copy_first": ratio(float(err.mean()), float(copy.mean())),
          "digit_accuracy_last": float(acc[-1]), "position_error_last": float(pos[-1]), "clips": b}

@@ -167,6 +167,9 @@ class GenerateConfig(Section):
     binarize: bool = False  # the article's threshold at 0.5, for black-and-white data
     fps: float = Field(8.0, gt=0)
     seed: int = 0
+    # labels: the test clips' digits move as labels.csv says (the article's action sequences);
+    # none: a still image's motion is drawn from the learned action prior
+    condition: Literal["none", "labels"] = "none"
 
 
 class EvaluateConfig(Section):

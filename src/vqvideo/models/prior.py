@@ -30,7 +30,7 @@ from vqvideo.config import PriorConfig
 from vqvideo.models import layers as Ly
 from vqvideo.models.vqvae import VQVAE
 
-KIN = 10  # kinematic features of a layer at a frame (see `kinematics`)
+KIN = 14  # kinematic features of a layer at a frame (see `kinematics`)
 STEP_SCALE = 4.0  # px: steps are predicted in these units (about the data's speed)
 
 
@@ -87,15 +87,19 @@ def kinematics(boxes: Tensor, disp: Tensor, steps: Tensor, scene: Tensor, valid:
 
     boxes (B, L, 4) at the anchor; disp (B, L, T, 2) its displacement; steps (B, L, T, 2) the
     step that brought it there; velocity (B, L, T, 2) the filter's estimate (default: the
-    step). Features: the moved box's distances to the left, top, right and bottom walls in
-    `unit` px, the step and the velocity in STEP_SCALE px, and the scene and valid flags.
+    step). Features: the moved box's edges' and centre's distances to the left, top, right and
+    bottom walls in `unit` px, the step and the velocity in STEP_SCALE px, and the scene and
+    valid flags.
     """
     velocity = steps if velocity is None else velocity
     h, w = size
     x0, y0, x1, y1 = boxes.unbind(-1)
     dx, dy = disp.unbind(-1)
+    cx, cy = (x0 + x1)[..., None] / 2 + dx, (y0 + y1)[..., None] / 2 + dy
+    # the box's edges, and its centre, to each wall: an object bounces when its own box (which
+    # the ink may not fill) meets one, and its centre tells that alike for every object
     walls = torch.stack([x0[..., None] + dx, y0[..., None] + dy, w - (x1[..., None] + dx),
-                         h - (y1[..., None] + dy)], -1) / unit
+                         h - (y1[..., None] + dy), cx, cy, w - cx, h - cy], -1) / unit
     flags = torch.stack([scene[:, None].expand_as(valid), valid], -1).float()[:, :, None].expand(-1, -1, disp.shape[2], -1)
     return torch.cat([walls, steps / STEP_SCALE, velocity / STEP_SCALE, flags], -1)
 
@@ -172,7 +176,7 @@ class CodePrior(nn.Module):
 
     def step_logits(self, app: Tensor, kin0: Tensor) -> Tensor:
         """The action prior: (B, L, C) tokens and (B, L, KIN) states -> (B, L, S) first-step logits."""
-        kin0 = torch.cat([kin0[..., :4], torch.zeros_like(kin0[..., 4:8]), kin0[..., 8:]], -1)  # no step given
+        kin0 = torch.cat([kin0[..., :8], torch.zeros_like(kin0[..., 8:12]), kin0[..., 12:]], -1)  # no step given
         return self.action_head(torch.cat([app, kin0], -1))
 
     def step_bins(self) -> Tensor:
@@ -244,18 +248,23 @@ class CodePrior(nn.Module):
     @torch.no_grad()
     def plan(self, context: Tensor, steps: int, *, sampling: str = "argmax",
              generator: torch.Generator | None = None, first_step: Tensor | None = None,
-             hints: list | None = None, layers: Ly.Layers | None = None) -> dict:
+             hints: list | None = None, layers: Ly.Layers | None = None, pan: Tensor | None = None,
+             images: Tensor | None = None) -> dict:
         """Context codes (B, Tc, h, w) -> the layers, their anchor and their displacements.
 
         Returns {"anchor": (B, C, H, W), "layers", "disp": (B, L, Tc + steps, 2) from the anchor,
         "frame": (B,) the anchor's index among the context frames}. With one frame, each layer's first step is
         `first_step`, else taken from `hints` (`[(x, y, dx, dy), ...]` per input: the layer under
         pixel (x, y) makes the step (dx, dy); a hint outside every layer moves the nearest), else
-        drawn from the action prior. `layers` (of the last context frame) replace the
-        segmentation (objects known from labels).
+        drawn from the action prior; `pan` (B, 2) is every layer's first step (hints still
+        move the layer under them). `layers` (of the last context frame) replace the
+        segmentation (objects known from labels). `images` (B, Tc, C, H, W): the context
+        frames themselves, composited from instead of the codes' decoding.
         """
         b, tc = context.shape[:2]
-        images = self.decode(context.flatten(0, 1)).view(b, tc, -1, *self.size)  # (B, Tc, C, H, W)
+        if images is None:  # the codes decoded; given frames themselves are better (no VQ loss)
+            images = self.decode(context.flatten(0, 1)).view(b, tc, -1, *self.size)  # (B, Tc, C, H, W)
+        images = images.float()
         ar = torch.arange(b, device=context.device)
         if layers is None:
             frame = choose_anchor(images, self.cfg.max_layers)
@@ -266,7 +275,11 @@ class CodePrior(nn.Module):
         anchor = images[ar, frame]
         disp, _ = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
         app = self.appearance(context[ar, frame], layers)
-        if tc == 1 and first_step is None:
+        if tc == 1 and first_step is None and pan is not None:
+            first_step = pan.to(context.device).float()[:, None].expand(-1, layers.masks.shape[1], -1)
+            if hints:
+                first_step = apply_hints(first_step, layers, hints)
+        elif tc == 1 and first_step is None:
             first_step = torch.zeros(b, layers.masks.shape[1], 2, device=context.device)
             if sampling == "sample" or not hints:
                 kin0 = kinematics(layers.boxes(), disp, torch.zeros_like(disp), layers.scene, layers.valid,
@@ -291,17 +304,19 @@ class CodePrior(nn.Module):
         first_step: Tensor | None = None,
         hints: list | None = None,
         layers: Ly.Layers | None = None,
+        pan: Tensor | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Extend (B, Tc, h, w) context codes by `steps` frames -> (B, Tc + steps, h, w).
 
         `sampling: sample` draws each code from the logits at `temperature` (top-k optional);
         `argmax` takes the nearest code. `motion` (default: as `sampling`): `sample` draws each
         still image's motion from the action prior, `argmax` takes its most likely step.
-        `first_step`, `hints` and `layers`: see `plan`.
+        `first_step`, `hints`, `layers`, `pan` and `images`: see `plan`.
         """
         tc = context.shape[1]
         plan = self.plan(context, steps, sampling=motion or sampling, generator=generator,
-                         first_step=first_step, hints=hints, layers=layers)
+                         first_step=first_step, hints=hints, layers=layers, pan=pan, images=images)
         frames = []
         for i in range(steps):
             img = Ly.render(plan["anchor"], plan["layers"], plan["disp"][:, :, tc + i])

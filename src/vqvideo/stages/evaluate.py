@@ -65,7 +65,7 @@ def _evaluate_batch(vqvae: VQVAE, prior: CodePrior, x: torch.Tensor, tc: int) ->
     counts = torch.bincount(codes.flatten(), minlength=vqvae.quantizer.num_codes).double()
 
     codes = codes.view(b, t, *codes.shape[1:])  # (B, T, h, w)
-    rolled = prior.rollout(codes[:, :tc], t - tc, sampling="argmax")  # (B, T, h, w)
+    rolled = prior.rollout(codes[:, :tc], t - tc, sampling="argmax", images=x[:, :tc])  # (B, T, h, w)
     pred = decode_codes(vqvae, rolled[:, tc:])  # (B, T - tc, C, H, W)
     future = x[:, tc:]
     guesses = {"prior": pred, "copy_last": x[:, tc - 1 : tc].expand_as(future), "blank": torch.zeros_like(future)}

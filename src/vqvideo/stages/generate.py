@@ -12,17 +12,20 @@ import argparse
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 from torchvision.utils import make_grid
 
 from vqvideo.config import GenerateConfig, Params
-from vqvideo.data.clips import FrameData, crop_resize, to_tensor
+from vqvideo.data.clips import FrameData, Shrink, crop_resize, to_tensor
 from vqvideo.data.video import BROWSER, write_gif, write_video
 from vqvideo.errors import VQVideoError
+from vqvideo.models.layers import Layers
 from vqvideo.models.prior import CodePrior
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.plots import image_grid
@@ -55,12 +58,15 @@ def binarize_frames(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def animate(
-    vqvae: VQVAE, prior: CodePrior, context: torch.Tensor, length: int, cfg: GenerateConfig
+    vqvae: VQVAE, prior: CodePrior, context: torch.Tensor, length: int, cfg: GenerateConfig,
+    *, motion: Motion | None = None,
 ) -> torch.Tensor:
     """context (B, Tc, C, H, W) float -> (B, S, length, C, H, W): S samples per input, batched.
 
     The first Tc frames of every sample are the given frames themselves (not their
     reconstruction); the rest are the prior's rollout, decoded. `cfg.seed` fixes the draws.
+    `motion` steers a still image (drags, a pan, or labelled objects); what it leaves free is
+    drawn from the action prior (`sampling: sample`) or stays still (`argmax`).
     """
     b, tc = context.shape[:2]
     if not 1 <= tc < length:
@@ -72,13 +78,89 @@ def animate(
     codes = codes.view(b, tc, *codes.shape[1:]).repeat_interleave(s, dim=0)  # (B*S, Tc, h, w)
     # A CPU generator: the same seed gives the same clips on a CPU and on a GPU.
     g = torch.Generator().manual_seed(cfg.seed)
+    steer = motion.expand(s) if motion is not None else {}
     rolled = prior.rollout(codes, length - tc, sampling=cfg.sampling, temperature=cfg.temperature,
-                           top_k=cfg.top_k, generator=g)  # (B*S, length, h, w)
+                           top_k=cfg.top_k, generator=g, images=context.repeat_interleave(s, dim=0),
+                           **steer)  # (B*S, length, h, w)
     new = decode_codes(vqvae, rolled[:, tc:])  # (B*S, length - Tc, C, H, W): only what is new
     frames = torch.cat([context.repeat_interleave(s, dim=0).to(new.dtype), new], dim=1)
     if cfg.binarize:
         frames = binarize_frames(frames)
     return frames.view(b, s, *frames.shape[1:]).cpu()
+
+
+# ---------------------------------------------------------------- motion a user chooses
+
+
+@dataclass
+class Motion:
+    """How a still image should move, per input, in the model's pixels: drags (the layer under
+    (x, y) makes the step (dx, dy) per frame), a pan (every layer makes it), or known objects
+    (`layers` with their `first_step`, from labels)."""
+
+    hints: list[list[tuple[float, float, float, float]]] | None = None
+    pan: tuple[float, float] | None = None
+    layers: Layers | None = None
+    first_step: torch.Tensor | None = None  # (B, L, 2)
+
+    def expand(self, samples: int) -> dict:
+        """The rollout's keyword arguments, each input repeated for its samples."""
+        out: dict = {}
+        if self.hints is not None:
+            out["hints"] = [h for h in self.hints for _ in range(samples)]
+        if self.layers is not None:
+            rep = lambda t: t.repeat_interleave(samples, 0)  # noqa: E731
+            out["layers"] = Layers(rep(self.layers.masks), rep(self.layers.scene))
+            out["first_step"] = rep(self.first_step)
+        if self.pan is not None:
+            n = len(self.hints) if self.hints is not None else 1
+            out["pan"] = torch.tensor(self.pan, dtype=torch.float32).expand(n * samples, 2)
+        return out
+
+
+_NUM = r"[-+]?\d+(?:\.\d+)?"
+_DRAG = re.compile(rf"^\s*({_NUM})\s*,\s*({_NUM})\s*:\s*({_NUM})\s*,\s*({_NUM})\s*$")
+_PAIR = re.compile(rf"^\s*({_NUM})\s*,\s*({_NUM})\s*$")
+
+
+def parse_drag(text: str) -> tuple[float, float, float, float]:
+    """'X,Y:DX,DY' -> (x, y, dx, dy), or one line saying what a drag looks like."""
+    m = _DRAG.match(text)
+    if not m:
+        raise VQVideoError(f"--drag {text!r} is not X,Y:DX,DY (a point of the picture in pixels, then pixels "
+                           "per frame to the right and down), e.g. --drag 20,30:3,-1")
+    return tuple(float(v) for v in m.groups())  # type: ignore[return-value]
+
+
+def parse_pan(text: str) -> tuple[float, float]:
+    m = _PAIR.match(text)
+    if not m:
+        raise VQVideoError(f"--pan {text!r} is not DX,DY (pixels per frame to the right and down), e.g. --pan 2,0")
+    return float(m.group(1)), float(m.group(2))
+
+
+def picture_motion(drags: list[str], pan: str | None, shape: tuple[int, int], size: int) -> Motion | None:
+    """Drags and a pan in the input picture's pixels -> a Motion in the model's, through the
+    same centre crop and resize the picture goes through. A point outside the picture, or
+    outside the square the model sees, is refused with one line."""
+    if not drags and pan is None:
+        return None
+    h, w = shape
+    crop = Shrink.of(h, w, size)
+    scale = size / crop.side
+    hints = []
+    for text in drags:
+        x, y, dx, dy = parse_drag(text)
+        if not (0 <= x < w and 0 <= y < h):
+            raise VQVideoError(f"--drag {text}: ({x:g}, {y:g}) is outside the {w}x{h} picture; give a point with "
+                               f"x in 0..{w - 1} and y in 0..{h - 1}")
+        if not (crop.x <= x < crop.x + crop.side and crop.y <= y < crop.y + crop.side):
+            raise VQVideoError(f"--drag {text}: ({x:g}, {y:g}) is outside the centred square the model sees "
+                               f"(x {crop.x}..{crop.x + crop.side - 1}, y {crop.y}..{crop.y + crop.side - 1}); "
+                               "drag a point inside it")
+        hints.append(((x - crop.x + 0.5) * scale - 0.5, (y - crop.y + 0.5) * scale - 0.5, dx * scale, dy * scale))
+    step = None if pan is None else tuple(v * scale for v in parse_pan(pan))
+    return Motion(hints=[hints], pan=step)
 
 
 # ---------------------------------------------------------------- files
@@ -126,9 +208,11 @@ def pick_inputs(n_test: int, num_inputs: int) -> np.ndarray:
 
 @torch.no_grad()
 def generate(
-    cfg: GenerateConfig, vqvae: VQVAE, prior: CodePrior, data: FrameData, out_dir: Path
+    cfg: GenerateConfig, vqvae: VQVAE, prior: CodePrior, data: FrameData, out_dir: Path,
+    labels: pd.DataFrame | None = None, digit_size: int = 28,
 ) -> list[Path]:
-    """Animate `cfg.num_inputs` test clips from their first `cfg.context_frames` frames."""
+    """Animate `cfg.num_inputs` test clips from their first `cfg.context_frames` frames; with
+    `cfg.condition: labels`, each digit moves as `labels` (collect's labels.csv) says."""
     test = data.clips("test")
     picks = pick_inputs(len(test), cfg.num_inputs)
     clips = to_float(to_tensor(test[picks]), torch.device("cpu"))  # (B, T, C, H, W)
@@ -138,7 +222,10 @@ def generate(
             f"generate.context_frames ({cfg.context_frames}) must be below the clip length ({length}); "
             "lower it in params.yaml"
         )
-    samples = animate(vqvae, prior, clips[:, : cfg.context_frames], length, cfg)
+    motion = None
+    if cfg.condition == "labels":
+        motion = labelled_motion(data, labels, picks, length, prior.cfg.max_layers, digit_size, clips.shape[-2:])
+    samples = animate(vqvae, prior, clips[:, : cfg.context_frames], length, cfg, motion=motion)
     device = next(vqvae.parameters()).device
     recon = vqvae.reconstruct(clips.flatten(0, 1).to(device)).cpu().reshape(clips.shape)  # (B, T, C, H, W)
     if cfg.binarize:  # every row alike, so the real clip compares with the samples
@@ -147,6 +234,21 @@ def generate(
     for i, pick in enumerate(picks):
         written += write_outputs(out_dir, f"test_{pick:04d}", clips[i], recon[i], samples[i], cfg.fps)
     return written
+
+
+def labelled_motion(data: FrameData, labels: pd.DataFrame | None, picks: np.ndarray, length: int,
+                    max_layers: int, digit_size: int, shape: tuple[int, int]) -> Motion:
+    """The labels' objects at frame 0 of the picked test clips, with their velocities."""
+    from vqvideo.digits import clip_labels, glyph_boxes
+
+    if labels is None or labels.empty:
+        raise VQVideoError("generate.condition is labels, but this data has no motion labels (labels.csv is "
+                           "missing or empty: footage has none); set generate.condition: none")
+    index = data.index()
+    ids = index[index.split == "test"]["clip"].to_numpy()[picks]
+    rows = clip_labels(index, labels, "test", ids, length)
+    masks, steps = glyph_boxes(rows, len(picks), max_layers, digit_size, tuple(shape))
+    return Motion(layers=Layers(masks, torch.zeros(len(picks), dtype=torch.bool)), first_step=steps)
 
 
 # ---------------------------------------------------------------- a user's still image
@@ -190,11 +292,12 @@ def safe_stem(path: Path, limit: int = 40) -> str:
 
 
 def generate_from_image(cfg: GenerateConfig, vqvae: VQVAE, prior: CodePrior, image: Path,
-                        size: int, length: int, out_dir: Path) -> list[Path]:
-    """`image` -> `cfg.num_samples` clips of `length` frames, written as image_<name>.{png,gif,mp4}."""
+                        size: int, length: int, out_dir: Path, motion: Motion | None = None) -> list[Path]:
+    """`image` -> `cfg.num_samples` clips of `length` frames, written as image_<name>.{png,gif,mp4};
+    `motion` (from `picture_motion`) steers it."""
     x = load_image(image, size, vqvae.channels)
     one = cfg.model_copy(update={"context_frames": 1})
-    samples = animate(vqvae, prior, x[:, None], length, one)[0]  # (S, length, C, H, W)
+    samples = animate(vqvae, prior, x[:, None], length, one, motion=motion)[0]  # (S, length, C, H, W)
     return write_outputs(out_dir, f"image_{safe_stem(image)}", None, None, samples, cfg.fps)
 
 
@@ -231,6 +334,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--binarize", action=argparse.BooleanOptionalAction, default=None,
                    help="threshold frames at 0.5 (black-and-white data)")
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--drag", action="append", default=[], metavar="X,Y:DX,DY",
+                   help="move what is under pixel (X, Y) of the input picture (its own pixels, before the "
+                        "crop and resize) by DX right and DY down per frame; repeat for more objects; bounces "
+                        "and the rest follow what the prior learned")
+    g.add_argument("--pan", default=None, metavar="DX,DY",
+                   help="move the whole picture by DX right and DY down per frame (input picture pixels)")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="collect's motion labels (data/raw/labels.csv), read with generate.condition: labels")
 
 
 def image_config(params: Params, args: argparse.Namespace) -> GenerateConfig:
@@ -252,7 +363,8 @@ def main(args: argparse.Namespace) -> None:
     if args.image is not None:
         image_main(params, args)
         return
-    flags = [f"--{k.replace('_', '-')}" for k in ("length", *_OVERRIDES) if getattr(args, k, None) is not None]
+    flags = [f"--{k.replace('_', '-')}" for k in ("length", *_OVERRIDES, "pan") if getattr(args, k, None) is not None]
+    flags += ["--drag"] if getattr(args, "drag", None) else []
     if flags:
         raise VQVideoError(f"{', '.join(flags)} only apply with --image; for the stage, set generate.* in params.yaml")
     stage_main(params, args)
@@ -273,13 +385,28 @@ def stage_main(params: Params, args: argparse.Namespace) -> None:
     data.clips("test")  # missing or empty: one line now, not after the models ran
     out = args.out or Path("reports/generated")
     # Written into a sibling folder, swapped in whole: a failure leaves the previous clips.
+    labels = read_labels(args.labels) if params.generate.condition == "labels" else None
+    if params.generate.condition == "labels" and labels is None:
+        raise VQVideoError("generate.condition is labels, but there are no motion labels "
+                           f"({args.labels or 'no --labels given'}: footage has none); set generate.condition: none")
     with staging_dir(out) as tmp:
-        paths = generate(params.generate, vqvae, prior, data, tmp)
+        paths = generate(params.generate, vqvae, prior, data, tmp, labels, params.collect.digit_size)
     own = section_params(params, "generate")
     with tracking.pipeline_run(None, run_id=tracking.stage_run_id(args.prior / tracking.RUN_FILE, own)):
         tracking.log_params(own)
         tracking.log_artifact(out, "generated")
     log.info("generate: %d files -> %s", len(paths), out)
+
+
+def read_labels(path: Path | None) -> pd.DataFrame | None:
+    """collect's labels.csv, or None where there is none (footage)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        labels = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    return None if labels.empty else labels
 
 
 def image_main(params: Params, args: argparse.Namespace) -> None:
@@ -293,7 +420,9 @@ def image_main(params: Params, args: argparse.Namespace) -> None:
         raise VQVideoError(f"--length {length}: a clip needs at least 2 frames (the image and one more)")
     vqvae, vq_meta = load_vqvae(args.vqvae)
     prior, _ = load_prior(args.prior, vq_meta, vqvae)
-    load_image(args.image, int(vq_meta["image_size"]), vqvae.channels)  # fail before any folder is made
+    size = int(vq_meta["image_size"])
+    load_image(args.image, size, vqvae.channels)  # fail before any folder is made
+    motion = picture_motion(args.drag, args.pan, read_image(args.image, vqvae.channels).shape[:2], size)
     out = args.out or IMAGE_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
     # Staged beside `out`, then renamed in: a failure leaves no half-written clip behind, and a
@@ -301,6 +430,6 @@ def image_main(params: Params, args: argparse.Namespace) -> None:
     from vqvideo.io import scratch_dir
 
     with scratch_dir(out) as tmp:
-        staged = generate_from_image(cfg, vqvae, prior, args.image, int(vq_meta["image_size"]), length, tmp)
+        staged = generate_from_image(cfg, vqvae, prior, args.image, size, length, tmp, motion)
         paths = publish_files(staged, out)
     log.info("generate: %s -> %s", args.image, ", ".join(str(p) for p in paths))
