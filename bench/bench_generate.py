@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,9 +52,21 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]
     return run
 
 
+def trained(models: Path, frames: Path, b: int, tc: int, device: torch.device):  # noqa: ANN201
+    """The pipeline's trained models and the first frames of its test clips."""
+    from vqvideo.data.clips import FrameData
+    from vqvideo.models.store import load_prior, load_vqvae
+
+    vqvae, meta = load_vqvae(models / "vqvae")
+    prior, _ = load_prior(models / "prior", meta, vqvae)
+    test = np.asarray(FrameData.open(frames).clips("test")[:b, :tc])
+    return vqvae.to(device), prior.to(device), torch.from_numpy(test.copy()).float() / 255.0
+
+
 @torch.no_grad()
 def rows(quick: bool = False, *, repeat: int = 5, device: str = "cpu",
-         params_path: Path = REPO / "params.yaml") -> list[Row]:
+         params_path: Path = REPO / "params.yaml", models: Path | None = None,
+         frames: Path = REPO / "data/frames") -> list[Row]:
     params = load_params(params_path)
     dev = torch.device(device)
     cfg = params.generate
@@ -61,10 +74,13 @@ def rows(quick: bool = False, *, repeat: int = 5, device: str = "cpu",
     if quick:
         cfg = cfg.model_copy(update={"num_inputs": 1, "num_samples": 2})
         repeat, warmup = 1, 0
-    vqvae, prior = build_models(params, dev)
     b, s, t, tc = cfg.num_inputs, cfg.num_samples, params.sample.clip_length, cfg.context_frames
     size, c = params.sample.size, params.sample.channels
-    context = torch.rand(b, tc, c, size, size, generator=torch.Generator().manual_seed(0))
+    if models is not None:  # what a user runs: trained models on the data's own frames
+        vqvae, prior, context = trained(models, frames, b, tc, dev)
+    else:
+        vqvae, prior = build_models(params, dev)
+        context = torch.rand(b, tc, c, size, size, generator=torch.Generator().manual_seed(0))
     side = vqvae.latent_size(size)
     # decode alone: the same number of frames, from codes drawn uniformly
     codes = torch.randint(0, params.model.codebook_size, (b * s, t - tc, side, side)).to(dev)
@@ -108,8 +124,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="a smaller batch, one round: to check it runs")
+    p.add_argument("--models", type=Path, default=None,
+                   help="the pipeline's models folder (with vqvae/ and prior/): time the trained prior on "
+                        "data/frames' test clips instead of random weights on noise")
     args = p.parse_args()
-    table = rows(args.quick, repeat=args.repeat, device=args.device)
+    table = rows(args.quick, repeat=args.repeat, device=args.device, models=args.models)
     print(f"generation on {args.device}; {machine()}")
     print_table(TITLE, table)
     gen = table[0]

@@ -20,7 +20,8 @@ from vqvideo.errors import VQVideoError
 
 PLOTS = ["vqvae_convergence.png", "prior_convergence.png", "code_frequency.png", "codebook_pca.png",
          "prediction_by_step.png", "prediction_samples.png", "reconstructions.png", "worst_reconstructions.png",
-         "quality_by_step.png", "still_image_by_step.png", "generation_samples.png", "conditioned_samples.png"]
+         "quality_by_step.png", "still_image_by_step.png", "generation_samples.png", "conditioned_samples.png",
+         "action_speeds.png"]
 OUTPUTS = ["metrics.json", "summary.md", "eval/prediction_by_step.csv", "eval/recon_per_clip.csv",
            "eval/code_usage.csv", "eval/generation_by_step.csv", "eval/conditioned_by_step.csv"]
 SUMMARIES = {"vqvae": {"train_seconds": 12.5, "frames_per_second": 321.0},
@@ -125,6 +126,7 @@ def test_metrics_json_has_the_contract_keys(evaluated):
     assert {"samples", "best_of_n_mse_frame", "mean_mse_frame", "copy_first_mse_frame", "ink_last",
             "sharpness_last", "speed_ratio", "diversity"} <= m["generation"].keys()
     assert {"mse_frame", "copy_first_mse_frame", "digit_accuracy_last", "position_error_last"} <= m["conditioned"].keys()
+    assert {"speed_mean", "label_speed_mean", "speed_ratio", "quadrant_min", "into_wall_fraction"} <= m["action"].keys()
     assert m["generation"]["samples"] == 3
     assert m["generation"]["best_of_n_mse_frame"] <= m["generation"]["mean_mse_frame"]
     for k in ("digit_accuracy_last", "real_digit_accuracy_last"):

@@ -191,3 +191,41 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
                              "copy_first_mse_frame": copy.mean(0).numpy(), "digit_accuracy": acc[1:],
                              "position_error": pos[1:]})
     return m, steps_df, gen
+
+
+@torch.no_grad()
+def action_eval(vqvae, prior, x: Tensor, samples: int, seed: int, labels: pd.DataFrame | None) -> tuple[dict, dict]:  # noqa: ANN001
+    """The action prior's drawn first steps for the layers of each clip's first frame.
+
+    Returns the measures (mean speed, against the labels' where there are labels; the share of
+    steps in each quadrant; the share of layers at a wall whose step drives further into it)
+    and the raw speeds for a histogram.
+    """
+    g = torch.Generator().manual_seed(seed + 1)
+    codes = vqvae.encode_indices(x[:, 0]).repeat_interleave(samples, 0)[:, None]
+    plan = prior.plan(codes, 1, sampling="sample", generator=g, images=x[:, :1].repeat_interleave(samples, 0))
+    layers, steps = plan["layers"], plan["disp"][:, :, 1] - plan["disp"][:, :, 0]  # (N, L, 2)
+    valid = layers.valid & ~layers.scene[:, None]
+    step = steps[valid]  # (M, 2)
+    speed = step.norm(dim=-1)
+    boxes = layers.boxes()[valid]  # (M, 4)
+    h, w = layers.masks.shape[-2:]
+    at_left, at_right = boxes[:, 0] <= 1, boxes[:, 2] >= w - 1
+    at_top, at_bottom = boxes[:, 1] <= 1, boxes[:, 3] >= h - 1
+    into = (at_left & (step[:, 0] < -0.5)) | (at_right & (step[:, 0] > 0.5)) | \
+        (at_top & (step[:, 1] < -0.5)) | (at_bottom & (step[:, 1] > 0.5))
+    at_wall = at_left | at_right | at_top | at_bottom
+    quad = [float(((step[:, 0] >= 0) & (step[:, 1] < 0)).float().mean()), float(((step[:, 0] < 0) & (step[:, 1] < 0)).float().mean()),
+            float(((step[:, 0] < 0) & (step[:, 1] >= 0)).float().mean()), float(((step[:, 0] >= 0) & (step[:, 1] >= 0)).float().mean())]
+    m = {"layers": int(valid.sum()), "speed_mean": float(speed.mean()) if len(speed) else None,
+         "quadrant_min": min(quad) if len(speed) else None,
+         "at_wall": int(at_wall.sum()),
+         "into_wall_fraction": float(into[at_wall].float().mean()) if bool(at_wall.any()) else None}
+    raw = {"drawn": speed.numpy()}
+    if labels is not None and len(labels):
+        first = labels[(labels.step == 0) & (labels["clip"] < len(x))]
+        real = np.hypot(first.vx.to_numpy(), first.vy.to_numpy())
+        m["label_speed_mean"] = float(real.mean())
+        m["speed_ratio"] = ratio(m["speed_mean"] or 0.0, m["label_speed_mean"])
+        raw["labels"] = real
+    return m, raw

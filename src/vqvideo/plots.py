@@ -193,6 +193,23 @@ def quality_by_step(panels: list[tuple[str, pd.DataFrame, dict[str, str], str]],
     return _save(fig, path)
 
 
+def speed_histogram(speeds: dict[str, np.ndarray], path: Path) -> Path:
+    """Speeds (px per frame) of the action prior's drawn first steps beside the labels'."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    top = max(float(np.max(v)) for v in speeds.values() if len(v)) if any(len(v) for v in speeds.values()) else 1.0
+    bins = np.linspace(0, top + 0.5, 30)
+    names = {"drawn": "drawn by the action prior (one still frame)", "labels": "labels (the data's motion)"}
+    for key, values in speeds.items():
+        if len(values):
+            ax.hist(values, bins=bins, alpha=0.55, density=True, label=f"{names.get(key, key)}, mean {np.mean(values):.2f}")
+    ax.set_xlabel("speed of a layer's first step (px per frame)")
+    ax.set_ylabel("density")
+    ax.set_title("Still-image motion: drawn speeds against the data's")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def clip_rows(rows: list[tuple[str, torch.Tensor]], path: Path, title: str,
               context: int | None = None, group: int = 2) -> Path:
     """Labelled rows of frames (each (T, C, H, W) in [0, 1]), one column per time step.

@@ -24,6 +24,9 @@ PLOTS = [
     ("still_image_by_step.png", "From one still frame, by step",
      "Samples' content kept and their error (best of N, mean, copying the frame); clips steered by "
      "each digit's labelled action: error and how far each digit is from its labelled place."),
+    ("action_speeds.png", "Still-image motion",
+     "Speeds of the first steps the action prior draws for the layers of each test clip's first "
+     "frame, beside the speeds in the labels."),
     ("conditioned_samples.png", "Steered by the labels",
      "Each real clip, then the clip generated from its first frame and each digit's labelled motion."),
     ("vqvae_convergence.png", "VQ-VAE convergence", "Training batches and the validation split."),
@@ -77,6 +80,14 @@ def _still_image_section(m: dict) -> list[str]:
                 f"({g['speed']:.2f} / {g['real_speed']:.2f} px per frame) |",
                 f"| `generation.diversity` | {_num(g['diversity'], '.1f')} | squared difference per frame between two "
                 "samples of one frame (0: all alike) |"]
+    a = m.get("action")
+    if a and a.get("speed_mean") is not None:
+        out += [f"| `action.speed_ratio` | {_num(a.get('speed_ratio'), '.3f')} | drawn first steps' mean speed "
+                f"{a['speed_mean']:.2f} px per frame / the labels' {_num(a.get('label_speed_mean'), '.2f')} |",
+                f"| `action.quadrant_min` | {_num(a['quadrant_min'], '.3f')} | the least used of the four directions "
+                "(0.25: all alike) |",
+                f"| `action.into_wall_fraction` | {_num(a['into_wall_fraction'], '.3f')} | of {a['at_wall']} layers "
+                "touching a wall, the share drawn to move further into it |"]
     if c:
         out += [f"| `conditioned.mse_frame` | {_num(c['mse_frame'], '.1f')} | one frame + each digit's labelled "
                 f"motion ({_num(c['ratio_to_copy_first'], '.2f')}x copying the frame) |",

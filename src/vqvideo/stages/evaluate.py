@@ -43,6 +43,7 @@ class Evaluation:
     predictions: torch.Tensor  # (N, T - Tc, C, H, W) the prior's decoded rollout of every clip
     extra_steps: dict[str, pd.DataFrame] = field(default_factory=dict)  # generation, conditioned
     samples: dict[str, torch.Tensor] = field(default_factory=dict)  # their clips, for the pictures
+    speeds: dict[str, np.ndarray] = field(default_factory=dict)  # drawn first steps' speeds (and labels')
 
 
 @dataclass
@@ -269,6 +270,8 @@ def judge_clips(ev: Evaluation, cfg: EvaluateConfig, vqvae: VQVAE, prior: CodePr
     m["generation"] = gen_m
     ev.extra_steps["generation"] = gen_steps
     ev.samples["generation"] = gen[:SAMPLE_CLIPS]
+    own = labels[labels["clip"] < k] if labels is not None else None
+    m["action"], ev.speeds = CM.action_eval(vqvae, prior, x, cfg.samples, cfg.seed, own)
     if labels is None or vqvae.channels != 1:
         return
     from vqvideo.digits import DigitReader
@@ -279,7 +282,6 @@ def judge_clips(ev: Evaluation, cfg: EvaluateConfig, vqvae: VQVAE, prior: CodePr
     ev.by_step["real_digit_accuracy"] = CM.digit_accuracy(reader, real, labels, tc)
     m["prediction"]["digit_accuracy_last"] = float(ev.by_step.digit_accuracy.iloc[-1])
     m["prediction"]["real_digit_accuracy_last"] = float(ev.by_step.real_digit_accuracy.iloc[-1])
-    own = labels[labels["clip"] < k]
     con_m, con_steps, con = CM.conditioned_eval(vqvae, prior, x, own, reader, digit_size)
     m["conditioned"] = con_m
     ev.extra_steps["conditioned"] = con_steps
@@ -350,6 +352,8 @@ def _quality_plots(ev: Evaluation, out: Path) -> None:
         panels.append(("one frame + its action: error", con, {"mse_frame": "prior, steered by the labels",
                        "copy_first_mse_frame": "copy the frame"}, "squared error per frame"))
         panels.append(("one frame + its action: place", con, {"position_error": "digit's distance to its label (px)"}, "px"))
+    if ev.speeds:
+        plots.speed_histogram(ev.speeds, out / "action_speeds.png")
     plots.quality_by_step(panels[:3], out / "quality_by_step.png", refs)
     if len(panels) > 3:
         plots.quality_by_step(panels[3:], out / "still_image_by_step.png", refs)
