@@ -26,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, interleaved_times, machine, print_table  # noqa: E402
 from vqvideo.config import Params, load_params  # noqa: E402
 from vqvideo.models.prior import CodePrior, pick_codes  # noqa: E402
-from vqvideo.models.vqvae import VQVAE  # noqa: E402
-from vqvideo.stages.generate import animate, decode_codes  # noqa: E402
+from vqvideo.models.vqvae import (
+    VQVAE,  # noqa: E402
+    decode_codes,  # noqa: E402
+)
+from vqvideo.stages.generate import animate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TITLE = "generate: prior rollout + decode vs decode alone"

@@ -37,9 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, Row, default_frames, median_time, quiet, standalone  # noqa: E402
 from vqvideo import distributed  # noqa: E402
 from vqvideo.config import Params, load_params  # noqa: E402
-from vqvideo.data.clips import FrameData, frames_of, to_tensor  # noqa: E402
+from vqvideo.data.clips import (  # noqa: E402
+    FrameData,
+    frames_of,
+    to_float,  # noqa: E402
+    to_tensor,
+)
 from vqvideo.stages.prior import train_prior  # noqa: E402
-from vqvideo.stages.train import to_float, train  # noqa: E402
+from vqvideo.stages.train import train  # noqa: E402
 from vqvideo.training import batch_indices  # noqa: E402
 from vqvideo.utils import resolve_device, resolve_precision  # noqa: E402
 

@@ -182,3 +182,14 @@ def test_the_import_reader_resolves_modules_names_and_relative_imports():
     assert SRC / PACKAGE / "tracking.py" in files
     assert SRC / PACKAGE / "__init__.py" not in files
     assert all(p.is_relative_to(SRC / PACKAGE) for p in files)
+
+
+def test_no_stage_module_imports_another_stage():
+    """Stages are entry points: what two of them share lives in the library, once."""
+    stages = SRC / PACKAGE / "stages"
+    for path in sorted(stages.rglob("*.py")):
+        own = path.relative_to(stages).parts[0].removesuffix(".py")
+        for name in explicit_imports(path):
+            parts = name.split(".")
+            if parts[:2] == [PACKAGE, "stages"] and len(parts) > 2:
+                assert parts[2] == own, f"{path.relative_to(REPO)} imports {name}: move what they share into the library"

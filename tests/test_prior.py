@@ -116,7 +116,7 @@ def test_rollout_keeps_the_context_and_gives_valid_codes(models, tiny_data):
     for tc in (1, 3):
         rolled = prior.rollout(codes[:, :tc], t - tc)
         assert rolled.shape == codes.shape and torch.equal(rolled[:, :tc], codes[:, :tc])
-        assert 0 <= int(rolled.min()) and int(rolled.max()) < prior.num_codes
+        assert int(rolled.min()) >= 0 and int(rolled.max()) < prior.num_codes
     # argmax codes are the VQ-VAE's own codes of the composited frame
     plan = prior.plan(codes[:, :3], 1)
     frame = Ly.render(plan["anchor"], plan["layers"], plan["disp"][:, :, 3])

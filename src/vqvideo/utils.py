@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import random
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,3 +88,11 @@ def setup_logging(debug: bool = False) -> None:
     )
     for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "PIL", "git", "optuna"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def pool_context():
+    """fork on Linux: workers start in milliseconds and need not re-import torch; the default
+    elsewhere (macOS and Windows cannot fork safely)."""
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return None

@@ -411,6 +411,31 @@ def to_tensor(a: np.ndarray):
     return torch.from_numpy(np.array(a))
 
 
+def to_float(x, device):  # noqa: ANN001, ANN201 - torch tensors; torch is imported by callers
+    """uint8 (..., C, H, W) tensor -> float in [0, 1] on `device`, channels-last for fast convs."""
+    import torch
+
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+
+
+def open_checked(frames: str | Path, channels: int, size: int) -> FrameData:
+    """The sampled frames, checked against the sample section the models are built for (its
+    channels and size), with non-empty train and val splits: before a run opens or a file is
+    written."""
+    data = FrameData.open(frames)
+    for split in ("train", "val"):
+        data.clips(split)  # raises, naming the split, when it is missing or empty
+    shape = data.stats.get("clip_shape") or data.clips("train").shape[1:]
+    c, h, w = (int(v) for v in shape[-3:])
+    if (c, h, w) != (channels, size, size):
+        raise VQVideoError(
+            f"{frames} holds {c}x{h}x{w} frames but params.yaml's sample section asks for "
+            f"{channels}x{size}x{size}; re-run `dvc repro sample` so the frames match"
+        )
+    return data
+
+
 def frames_of(clips: np.ndarray) -> np.ndarray:
     """(N, T, C, H, W) -> (N*T, C, H, W) view."""
     n, t = clips.shape[:2]

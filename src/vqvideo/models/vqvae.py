@@ -101,3 +101,12 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode_indices(self.encode_indices(x))
+
+
+@torch.no_grad()
+def decode_codes(vqvae: VQVAE, codes: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """(B, T, h, w) codes -> (B, T, C, H, W) frames in [0, 1], decoded `batch` frames at a time."""
+    b, t = codes.shape[:2]
+    flat = codes.reshape(b * t, *codes.shape[2:])  # (B*T, h, w)
+    out = torch.cat([vqvae.decode_indices(flat[i : i + batch]) for i in range(0, len(flat), batch)])
+    return out.view(b, t, *out.shape[1:])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -21,7 +19,7 @@ from vqvideo.data.synthetic import DigitBank, load_digit_bank, moving_digits_vid
 from vqvideo.data.video import LOSSLESS, write_video
 from vqvideo.errors import VQVideoError
 from vqvideo.io import sha256_file, staging_dir, write_csv
-from vqvideo.utils import resolve_workers
+from vqvideo.utils import pool_context, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +74,6 @@ def _url_one(item: tuple[int, str | dict], cfg: CollectConfig, videos_dir: Path,
         item[0], item[1], videos_dir, rel_root, timeout=cfg.timeout_s, max_bytes=cfg.max_bytes,
         retries=cfg.retries,
     )
-
-
-def pool_context():
-    """fork on Linux: workers start in milliseconds and need not re-import torch; the default
-    elsewhere (macOS and Windows cannot fork safely)."""
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return None
 
 
 def _map(fn: Callable, items: Sequence, workers: int, desc: str, unit: str = "video") -> list:

@@ -21,12 +21,10 @@ from vqvideo import clip_metrics as CM
 from vqvideo import metrics as M
 from vqvideo import plots
 from vqvideo.config import EvaluateConfig, Params
-from vqvideo.data.clips import FrameData, to_tensor
+from vqvideo.data.clips import FrameData, to_float, to_tensor
 from vqvideo.errors import VQVideoError
 from vqvideo.models.prior import CodePrior
-from vqvideo.models.vqvae import VQVAE
-from vqvideo.stages.generate import decode_codes
-from vqvideo.stages.train import to_float
+from vqvideo.models.vqvae import VQVAE, decode_codes
 
 log = logging.getLogger(__name__)
 

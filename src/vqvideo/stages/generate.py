@@ -22,14 +22,13 @@ import torch
 from torchvision.utils import make_grid
 
 from vqvideo.config import GenerateConfig, Params
-from vqvideo.data.clips import FrameData, Shrink, crop_resize, to_tensor
+from vqvideo.data.clips import FrameData, Shrink, crop_resize, to_float, to_tensor
 from vqvideo.data.video import BROWSER, write_gif, write_video
 from vqvideo.errors import VQVideoError
 from vqvideo.models.layers import Layers
 from vqvideo.models.prior import CodePrior
-from vqvideo.models.vqvae import VQVAE
+from vqvideo.models.vqvae import VQVAE, decode_codes
 from vqvideo.plots import image_grid
-from vqvideo.stages.train import to_float
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +39,6 @@ IMAGE_OUT = Path("generated")  # --image outputs: outside reports/generated, whi
 
 
 # ---------------------------------------------------------------- the rollout
-
-
-@torch.no_grad()
-def decode_codes(vqvae: VQVAE, codes: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    """(B, T, h, w) codes -> (B, T, C, H, W) frames in [0, 1], decoded `batch` frames at a time."""
-    b, t = codes.shape[:2]
-    flat = codes.reshape(b * t, *codes.shape[2:])  # (B*T, h, w)
-    out = torch.cat([vqvae.decode_indices(flat[i : i + batch]) for i in range(0, len(flat), batch)])
-    return out.view(b, t, *out.shape[1:])
 
 
 def binarize_frames(x: torch.Tensor) -> torch.Tensor:

@@ -15,11 +15,10 @@ from tqdm import tqdm
 
 from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint
-from vqvideo.data.clips import FrameData, to_tensor
+from vqvideo.data.clips import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
 from vqvideo.models.prior import CodePrior, choose_anchor, kinematics
 from vqvideo.models.vqvae import VQVAE
-from vqvideo.stages.train import to_float
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
 from vqvideo.utils import autocast, resolve_device, resolve_precision, seed_everything
 
@@ -227,10 +226,9 @@ def main(args: argparse.Namespace) -> None:
     from vqvideo.config import load_params
     from vqvideo.errors import require_file
     from vqvideo.models.store import check_frames_fit, load_vqvae
-    from vqvideo.stages.train import check_inputs
 
     params: Params = load_params(args.params)
-    data = check_inputs(params, args.frames)  # before any run is opened or file written
+    data = open_checked(args.frames, params.sample.channels, params.sample.size)  # before any run is opened or file written
     vqvae, vq_meta = load_vqvae(args.vqvae)
     check_frames_fit(vq_meta, data.stats["clip_shape"], args.frames)
     require_file(args.vqvae / tracking.RUN_FILE, "the pipeline's MLflow run record", "run `dvc repro train` first")

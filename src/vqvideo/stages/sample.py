@@ -27,8 +27,7 @@ from vqvideo.data.clips import (
 from vqvideo.data.video import VideoError
 from vqvideo.errors import MissingInputError, VQVideoError
 from vqvideo.io import staging_dir
-from vqvideo.stages.collect import pool_context
-from vqvideo.utils import resolve_workers
+from vqvideo.utils import pool_context, resolve_workers
 
 log = logging.getLogger(__name__)
 

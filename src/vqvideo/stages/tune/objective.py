@@ -33,7 +33,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> Outcome:
         """Run the trial; returns its outcome. Only a bug or Ctrl-C propagates (as itself)."""
-        from vqvideo.stages.train import train
+        from vqvideo.fit_vqvae import train
 
         multi = len(self.cfg.objectives) > 1
         prune = self.cfg.pruner != "none" and not multi

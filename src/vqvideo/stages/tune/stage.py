@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from vqvideo import tracking
     from vqvideo.config import load_params, parse_params, section_params
-    from vqvideo.stages.train import check_inputs
+    from vqvideo.data.clips import open_checked
 
     params: Params = load_params(args.params)
     overrides = {k: v for k, v in {"n_trials": args.trials, "timeout": args.timeout,
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> None:
         params = parse_params(data, f"{args.params} with the command line's overrides")
     cfg = params.tune
     root = tracking.repo_root()
-    data = check_inputs(params, args.frames)  # missing, empty or mismatched: before any trial or run
+    data = open_checked(args.frames, params.sample.channels, params.sample.size)  # missing, empty or mismatched: before any trial or run
     name = study_name(cfg, params.model, params.train, data)
     store = open_storage(cfg.storage, root, cfg.heartbeat_s)  # a bad URL fails before any run opens
     study = open_study(cfg, name, store.storage)
