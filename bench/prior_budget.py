@@ -25,7 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
-
 from vqvideo import metrics as M  # noqa: E402
 from vqvideo.clip_metrics import digit_accuracy  # noqa: E402
 from vqvideo.config import load_params  # noqa: E402
