@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, interleaved_times, machine, print_table  # noqa: E402
 from vqvideo.config import Params, load_params  # noqa: E402
-from vqvideo.models.prior import CodePrior, pick_codes  # noqa: E402
+from vqvideo.models.prior import CodePrior  # noqa: E402
+from vqvideo.models.sampling import pick_codes  # noqa: E402
 from vqvideo.models.vqvae import (
     VQVAE,  # noqa: E402
     decode_codes,  # noqa: E402
@@ -57,7 +58,7 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]
 
 def trained(models: Path, frames: Path, b: int, tc: int, device: torch.device):  # noqa: ANN201
     """The pipeline's trained models and the first frames of its test clips."""
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.models.store import load_prior, load_vqvae
 
     vqvae, meta = load_vqvae(models / "vqvae")

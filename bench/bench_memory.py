@@ -59,7 +59,7 @@ TRAIN_CHILD = textwrap.dedent("""
     import sys
     from pathlib import Path
     from vqvideo.config import load_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.train import train
     params_path, frames, steps, checkpoint = sys.argv[1:5]
     params = load_params(params_path)

@@ -37,12 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, Row, default_frames, median_time, quiet, standalone  # noqa: E402
 from vqvideo import distributed  # noqa: E402
 from vqvideo.config import Params, load_params  # noqa: E402
-from vqvideo.data.clips import (  # noqa: E402
-    FrameData,
-    frames_of,
-    to_float,  # noqa: E402
-    to_tensor,
-)
+from vqvideo.data.frames import FrameData, frames_of, to_float, to_tensor  # noqa: E402
 from vqvideo.stages.prior import train_prior  # noqa: E402
 from vqvideo.stages.train import train  # noqa: E402
 from vqvideo.training import batch_indices  # noqa: E402

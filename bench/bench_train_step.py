@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Row, interleaved_times, machine, matmul_flops, print_table  # noqa: E402
 from vqvideo.config import ModelConfig  # noqa: E402
-from vqvideo.data.clips import to_float  # noqa: E402
+from vqvideo.data.frames import to_float  # noqa: E402
 from vqvideo.data.synthetic import load_digit_bank, moving_digits_video  # noqa: E402
 from vqvideo.models.vqvae import VQVAE  # noqa: E402
 from vqvideo.training import batch_indices  # noqa: E402

@@ -28,7 +28,7 @@ from common import machine  # noqa: E402
 from vqvideo import metrics as M  # noqa: E402
 from vqvideo.clip_metrics import digit_accuracy  # noqa: E402
 from vqvideo.config import load_params  # noqa: E402
-from vqvideo.data.clips import FrameData, to_tensor  # noqa: E402
+from vqvideo.data.frames import FrameData, to_tensor  # noqa: E402
 from vqvideo.digits import DigitReader, clip_labels  # noqa: E402
 from vqvideo.models.store import load_vqvae  # noqa: E402
 from vqvideo.stages.prior import train_prior  # noqa: E402

@@ -21,7 +21,7 @@ import torch
 
 from vqvideo import metrics as M
 from vqvideo.config import load_params
-from vqvideo.data.clips import FrameData
+from vqvideo.data.frames import FrameData
 from vqvideo.stages.train import train
 
 VARIANTS = {

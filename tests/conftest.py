@@ -93,7 +93,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_models(tiny_data, tmp_path_factory):
     """A tiny trained VQ-VAE and prior, saved as the stages save them."""
     from vqvideo.config import parse_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.models.store import save_model
     from vqvideo.stages.prior import train_prior
     from vqvideo.stages.train import train

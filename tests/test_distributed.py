@@ -25,7 +25,7 @@ def _rank_main(rank: int, world: int, init_file: str, frames: str, out: str, mod
     import torch.distributed as dist
 
     from vqvideo.config import parse_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.train import train
 
     torch.set_num_threads(1)
@@ -60,7 +60,7 @@ def test_two_processes_match_one_process(tiny_data, tmp_path):
     r0, _ = _two_ranks(frames, tmp_path / "ddp", NO_KMEANS)
 
     from vqvideo.config import parse_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.train import train
 
     p = parse_params(tiny_params_dict(train=TRAIN, model=NO_KMEANS))

@@ -45,7 +45,7 @@ def make_pipeline(root: Path, tiny_data: Path, tiny_models: Path) -> Path:
     and summaries, both histories, generated clips, and an MLflow run in the current store."""
     from vqvideo import tracking
     from vqvideo.config import parse_params, section_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.io import write_json
     from vqvideo.models.store import load_prior, load_vqvae
     from vqvideo.stages.generate import generate
@@ -109,7 +109,7 @@ def evaluated(tiny_data, tiny_models, tmp_path_factory):
 
 
 def _test_clips(tiny_data: Path) -> np.ndarray:
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
 
     u8 = np.asarray(FrameData.open(tiny_data / "frames").clips("test"))
     return (u8.astype(np.float32) / np.float32(255)).astype(np.float64)  # the stage's fp32 pixels, exactly
@@ -249,7 +249,7 @@ def test_mlflow_run_has_per_step_curves_and_every_file(evaluated):
 
 def test_worker_is_deterministic_and_leaves_the_global_rng_alone(tiny_data, tiny_models):
     from vqvideo.config import EvaluateConfig
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.models.store import load_prior, load_vqvae
     from vqvideo.stages.evaluate import evaluate_models
 
@@ -271,7 +271,7 @@ def test_worker_is_deterministic_and_leaves_the_global_rng_alone(tiny_data, tiny
 
 def test_context_as_long_as_the_clip_is_refused(tiny_data, tiny_models):
     from vqvideo.config import EvaluateConfig
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.models.store import load_prior, load_vqvae
     from vqvideo.stages.evaluate import evaluate_models
 

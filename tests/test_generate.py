@@ -34,7 +34,7 @@ def models(tiny_models):
 
 @pytest.fixture(scope="module")
 def test_clips(tiny_data) -> torch.Tensor:
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
 
     u8 = np.asarray(FrameData.open(tiny_data / "frames").clips("test"))
     return torch.from_numpy(u8.copy()).float() / 255.0  # (N, T, C, H, W)
@@ -126,7 +126,7 @@ def test_seed_fixes_the_samples(models, test_clips):
 
 
 def test_pick_codes_top_k_and_temperature():
-    from vqvideo.models.prior import pick_codes
+    from vqvideo.models.sampling import pick_codes
 
     logits = torch.randn(4000, 10, generator=torch.Generator().manual_seed(0)) * 2
     best = logits.argmax(-1)
@@ -142,7 +142,7 @@ def test_pick_codes_top_k_and_temperature():
 
 @pytest.mark.parametrize(("temperature", "top_k"), [(1.0, 0), (0.5, 0), (2.0, 4)])
 def test_pick_codes_draws_follow_the_softmax(temperature, top_k):
-    from vqvideo.models.prior import pick_codes
+    from vqvideo.models.sampling import pick_codes
 
     row = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, 1.5, -3.0, 0.2])
     n = 40000
@@ -157,7 +157,7 @@ def test_pick_codes_draws_follow_the_softmax(temperature, top_k):
 
 
 def test_binarize_leaves_only_black_and_white(models, test_clips, tiny_data, tmp_path):
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.generate import generate
 
     out = run_animate(models, test_clips[:2], binarize=True)
@@ -216,7 +216,7 @@ def tile(grid: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
 
 
 def test_generate_writes_grid_gif_and_browser_mp4_per_input(models, test_clips, tiny_data, tmp_path):
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.generate import generate, pick_inputs
 
     vqvae, prior = models
@@ -240,7 +240,7 @@ def test_generate_writes_grid_gif_and_browser_mp4_per_input(models, test_clips, 
 
 
 def test_generate_refuses_context_as_long_as_the_clip(models, tiny_data, tmp_path):
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.generate import generate
 
     vqvae, prior = models
@@ -441,7 +441,8 @@ def test_pan_moves_a_picture_by_that_many_pixels_a_frame(models, tmp_path):
     """--pan 2,0 on a photo-like texture: phase correlation between the composited frames says
     2 px a frame (the frames before the VQ-VAE's codes: the tiny test VQ-VAE blurs all detail)."""
     from vqvideo.models import layers as Ly
-    from vqvideo.stages.generate import load_image, picture_motion
+    from vqvideo.stages.generate import load_image
+    from vqvideo.steering import picture_motion
 
     vqvae, prior = models
     image = write_image(tmp_path / "photo.png", texture(96, 96), gray=True)
@@ -461,7 +462,8 @@ def test_pan_moves_a_picture_by_that_many_pixels_a_frame(models, tmp_path):
 def test_a_drag_moves_the_object_under_it_and_not_the_other(models, tmp_path):
     """One --drag on a picture of two blobs (composited frames, as for the pan)."""
     from vqvideo.models import layers as Ly
-    from vqvideo.stages.generate import load_image, picture_motion
+    from vqvideo.stages.generate import load_image
+    from vqvideo.steering import picture_motion
 
     vqvae, prior = models
     img = np.zeros((128, 128), np.uint8)  # two bright blobs, far apart, on black: two layers
@@ -506,7 +508,7 @@ def test_bad_motion_is_one_clear_error_and_writes_nothing(flags, message, tiny_m
 def test_condition_labels_moves_each_digit_as_labelled(models, tiny_data, tmp_path):
     import pandas as pd
 
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.generate import generate
 
     vqvae, prior = models

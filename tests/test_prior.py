@@ -106,7 +106,7 @@ def test_an_untrained_prior_moves_at_constant_velocity_and_keeps_a_given_action(
 
 
 def test_rollout_keeps_the_context_and_gives_valid_codes(models, tiny_data):
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.prior import encode_clips
 
     vqvae, prior = models
@@ -125,7 +125,7 @@ def test_rollout_keeps_the_context_and_gives_valid_codes(models, tiny_data):
 
 def test_the_frozen_vqvae_stays_frozen_while_the_prior_trains(tiny_data):
     from vqvideo.config import parse_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.stages.prior import train_prior
     from vqvideo.stages.train import train
 

@@ -317,7 +317,7 @@ def test_stages_refuse_a_model_or_resume_checkpoint_that_would_run_code(tiny_mod
     import shutil
 
     from vqvideo.config import parse_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.models.store import load_prior
     from vqvideo.stages.train import train
 

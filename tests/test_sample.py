@@ -14,7 +14,8 @@ import pytest
 
 from media import ODD_NAMES, camera_pan, counter, moving_shapes, solid_square, write_video
 from vqvideo.config import CollectConfig, SampleConfig
-from vqvideo.data.clips import FrameData, crop_resize
+from vqvideo.data.clips import crop_resize
+from vqvideo.data.frames import FrameData
 from vqvideo.data.video import read_video
 from vqvideo.errors import VQVideoError
 from vqvideo.stages.collect import collect

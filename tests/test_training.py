@@ -92,7 +92,7 @@ def test_killed_train_resumes_bit_for_bit(tiny_data, tmp_path):
 
 def test_diverging_loss_stops_with_step_and_keeps_checkpoint(tiny_data, tmp_path):
     from vqvideo.config import parse_params
-    from vqvideo.data.clips import FrameData
+    from vqvideo.data.frames import FrameData
     from vqvideo.errors import DivergenceError
     from vqvideo.stages.train import train
 

@@ -19,7 +19,7 @@ from optuna.trial import TrialState, create_trial
 from conftest import REPO, tiny_params_dict, write_params
 from vqvideo.cli import main as cli
 from vqvideo.config import parse_params
-from vqvideo.data.clips import FrameData
+from vqvideo.data.frames import FrameData
 from vqvideo.errors import ConfigError, VQVideoError
 from vqvideo.stages import tune as T
 

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from conftest import tiny_params_dict, write_params
 from vqvideo.cli import main as cli
 from vqvideo.config import parse_params
-from vqvideo.data.clips import FrameData
+from vqvideo.data.frames import FrameData
 from vqvideo.stages import tune as T
 
 pytestmark = pytest.mark.slow

@@ -13,6 +13,7 @@ corner, shrunk to 14x14: a digit that drifted, shrank or smeared is misread.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -65,6 +66,20 @@ class DigitReader:
         crops = np.stack([pad[i, int(round(y)) + s : int(round(y)) + 2 * s, int(round(x)) + s : int(round(x)) + 2 * s]
                           for i, (x, y) in enumerate(xy)]) if n else np.zeros((0, s, s))
         return self.model.predict(features(crops)) if n else np.zeros(0, int)
+
+
+def read_labels(path: Path | None) -> pd.DataFrame | None:
+    """collect's labels.csv, or None where there are none (footage: header only, or no file)."""
+    from vqvideo.errors import VQVideoError
+
+    if path is None or not Path(path).exists():
+        return None
+    try:
+        labels = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise VQVideoError(f"motion labels {path} cannot be read ({' '.join(str(err).split())[:120]}); "
+                           "re-run `dvc repro collect`") from None
+    return None if labels.empty else labels
 
 
 def clip_labels(index: pd.DataFrame, labels: pd.DataFrame, split: str, clip_ids: np.ndarray,

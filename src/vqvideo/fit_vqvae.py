@@ -12,7 +12,7 @@ import torch
 
 from vqvideo import distributed
 from vqvideo.config import ModelConfig, TrainConfig, fingerprint
-from vqvideo.data.clips import FrameData, frames_of, to_float, to_tensor
+from vqvideo.data.frames import FrameData, frames_of, to_float, to_tensor
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
 from vqvideo.utils import autocast, resolve_device, resolve_precision, seed_everything

@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,13 +21,14 @@ import torch
 from torchvision.utils import make_grid
 
 from vqvideo.config import GenerateConfig, Params
-from vqvideo.data.clips import FrameData, Shrink, crop_resize, to_float, to_tensor
+from vqvideo.data.clips import crop_resize
+from vqvideo.data.frames import FrameData, to_float, to_tensor
 from vqvideo.data.video import BROWSER, write_gif, write_video
 from vqvideo.errors import VQVideoError
-from vqvideo.models.layers import Layers
 from vqvideo.models.prior import CodePrior
 from vqvideo.models.vqvae import VQVAE, decode_codes
 from vqvideo.plots import image_grid
+from vqvideo.steering import Motion, labelled_motion, picture_motion
 
 log = logging.getLogger(__name__)
 
@@ -77,80 +77,6 @@ def animate(
     if cfg.binarize:
         frames = binarize_frames(frames)
     return frames.view(b, s, *frames.shape[1:]).cpu()
-
-
-# ---------------------------------------------------------------- motion a user chooses
-
-
-@dataclass
-class Motion:
-    """How a still image should move, per input, in the model's pixels: drags (the layer under
-    (x, y) makes the step (dx, dy) per frame), a pan (every layer makes it), or known objects
-    (`layers` with their `first_step`, from labels)."""
-
-    hints: list[list[tuple[float, float, float, float]]] | None = None
-    pan: tuple[float, float] | None = None
-    layers: Layers | None = None
-    first_step: torch.Tensor | None = None  # (B, L, 2)
-
-    def expand(self, samples: int) -> dict:
-        """The rollout's keyword arguments, each input repeated for its samples."""
-        out: dict = {}
-        if self.hints is not None:
-            out["hints"] = [h for h in self.hints for _ in range(samples)]
-        if self.layers is not None:
-            rep = lambda t: t.repeat_interleave(samples, 0)  # noqa: E731
-            out["layers"] = Layers(rep(self.layers.masks), rep(self.layers.scene))
-            out["first_step"] = rep(self.first_step)
-        if self.pan is not None:
-            n = len(self.hints) if self.hints is not None else 1
-            out["pan"] = torch.tensor(self.pan, dtype=torch.float32).expand(n * samples, 2)
-        return out
-
-
-_NUM = r"[-+]?\d+(?:\.\d+)?"
-_DRAG = re.compile(rf"^\s*({_NUM})\s*,\s*({_NUM})\s*:\s*({_NUM})\s*,\s*({_NUM})\s*$")
-_PAIR = re.compile(rf"^\s*({_NUM})\s*,\s*({_NUM})\s*$")
-
-
-def parse_drag(text: str) -> tuple[float, float, float, float]:
-    """'X,Y:DX,DY' -> (x, y, dx, dy), or one line saying what a drag looks like."""
-    m = _DRAG.match(text)
-    if not m:
-        raise VQVideoError(f"--drag {text!r} is not X,Y:DX,DY (a point of the picture in pixels, then pixels "
-                           "per frame to the right and down), e.g. --drag 20,30:3,-1")
-    return tuple(float(v) for v in m.groups())  # type: ignore[return-value]
-
-
-def parse_pan(text: str) -> tuple[float, float]:
-    m = _PAIR.match(text)
-    if not m:
-        raise VQVideoError(f"--pan {text!r} is not DX,DY (pixels per frame to the right and down), e.g. --pan 2,0")
-    return float(m.group(1)), float(m.group(2))
-
-
-def picture_motion(drags: list[str], pan: str | None, shape: tuple[int, int], size: int) -> Motion | None:
-    """Drags and a pan in the input picture's pixels -> a Motion in the model's, through the
-    same centre crop and resize the picture goes through. A point outside the picture, or
-    outside the square the model sees, is refused with one line."""
-    if not drags and pan is None:
-        return None
-    h, w = shape
-    crop = Shrink.of(h, w, size)
-    scale = size / crop.side
-    hints = []
-    for text in drags:
-        x, y, dx, dy = parse_drag(text)
-        if not (0 <= x < w and 0 <= y < h):
-            raise VQVideoError(f"--drag {text}: ({x:g}, {y:g}) is outside the {w}x{h} picture; give a point with "
-                               f"x in 0..{w - 1} and y in 0..{h - 1}")
-        if not (crop.x <= x < crop.x + crop.side and crop.y <= y < crop.y + crop.side):
-            raise VQVideoError(f"--drag {text}: ({x:g}, {y:g}) is outside the centred square the model sees "
-                               f"(x {crop.x}..{crop.x + crop.side - 1}, y {crop.y}..{crop.y + crop.side - 1}); "
-                               "drag a point inside it")
-        hints.append(((x - crop.x + 0.5) * scale - 0.5, (y - crop.y + 0.5) * scale - 0.5, dx * scale, dy * scale))
-    step = None if pan is None else tuple(v * scale for v in parse_pan(pan))
-    return Motion(hints=[hints], pan=step)
 
 
 # ---------------------------------------------------------------- files
@@ -224,21 +150,6 @@ def generate(
     for i, pick in enumerate(picks):
         written += write_outputs(out_dir, f"test_{pick:04d}", clips[i], recon[i], samples[i], cfg.fps)
     return written
-
-
-def labelled_motion(data: FrameData, labels: pd.DataFrame | None, picks: np.ndarray, length: int,
-                    max_layers: int, digit_size: int, shape: tuple[int, int]) -> Motion:
-    """The labels' objects at frame 0 of the picked test clips, with their velocities."""
-    from vqvideo.digits import clip_labels, glyph_boxes
-
-    if labels is None or labels.empty:
-        raise VQVideoError("generate.condition is labels, but this data has no motion labels (labels.csv is "
-                           "missing or empty: footage has none); set generate.condition: none")
-    index = data.index()
-    ids = index[index.split == "test"]["clip"].to_numpy()[picks]
-    rows = clip_labels(index, labels, "test", ids, length)
-    masks, steps = glyph_boxes(rows, len(picks), max_layers, digit_size, tuple(shape))
-    return Motion(layers=Layers(masks, torch.zeros(len(picks), dtype=torch.bool)), first_step=steps)
 
 
 # ---------------------------------------------------------------- a user's still image
@@ -375,6 +286,8 @@ def stage_main(params: Params, args: argparse.Namespace) -> None:
     data.clips("test")  # missing or empty: one line now, not after the models ran
     out = args.out or Path("reports/generated")
     # Written into a sibling folder, swapped in whole: a failure leaves the previous clips.
+    from vqvideo.digits import read_labels
+
     labels = read_labels(args.labels) if params.generate.condition == "labels" else None
     if params.generate.condition == "labels" and labels is None:
         raise VQVideoError("generate.condition is labels, but there are no motion labels "
@@ -386,17 +299,6 @@ def stage_main(params: Params, args: argparse.Namespace) -> None:
         tracking.log_params(own)
         tracking.log_artifact(out, "generated")
     log.info("generate: %d files -> %s", len(paths), out)
-
-
-def read_labels(path: Path | None) -> pd.DataFrame | None:
-    """collect's labels.csv, or None where there is none (footage)."""
-    if path is None or not path.exists():
-        return None
-    try:
-        labels = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return None
-    return None if labels.empty else labels
 
 
 def image_main(params: Params, args: argparse.Namespace) -> None:

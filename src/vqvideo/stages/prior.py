@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint
-from vqvideo.data.clips import FrameData, open_checked, to_float, to_tensor
+from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
 from vqvideo.models.prior import CodePrior, choose_anchor, kinematics
 from vqvideo.models.vqvae import VQVAE

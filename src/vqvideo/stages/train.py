@@ -10,7 +10,7 @@ import torch
 
 from vqvideo import distributed
 from vqvideo.config import Params
-from vqvideo.data.clips import FrameData, open_checked
+from vqvideo.data.frames import FrameData, open_checked
 from vqvideo.fit_vqvae import TrainResult, run_fingerprint, train  # noqa: F401 - the worker, for tests and bench
 from vqvideo.utils import resolve_device
 

@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from vqvideo.config import Params, TuneConfig
-from vqvideo.data.clips import FrameData
+from vqvideo.data.frames import FrameData
 from vqvideo.errors import DivergenceError, VQVideoError
 from vqvideo.stages.tune.runs import TrialRun
 from vqvideo.stages.tune.space import suggest

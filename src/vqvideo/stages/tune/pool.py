@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from vqvideo.config import Params, TuneConfig
-from vqvideo.data.clips import FrameData
+from vqvideo.data.frames import FrameData
 from vqvideo.errors import VQVideoError
 from vqvideo.stages.tune.objective import Objective
 from vqvideo.stages.tune.recovery import heartbeat, proc_start, recover_interrupted, requeue

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from vqvideo import tracking
     from vqvideo.config import load_params, parse_params, section_params
-    from vqvideo.data.clips import open_checked
+    from vqvideo.data.frames import open_checked
 
     params: Params = load_params(args.params)
     overrides = {k: v for k, v in {"n_trials": args.trials, "timeout": args.timeout,

@@ -7,7 +7,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from vqvideo.config import ModelConfig, Params, TrainConfig, TuneConfig, fingerprint
-from vqvideo.data.clips import FrameData
+from vqvideo.data.frames import FrameData
 from vqvideo.stages.tune.space import in_space, trial_configs
 
 INTERRUPTED = "interrupted"  # user attr on a trial whose worker died; it is re-run, not counted
