@@ -122,14 +122,14 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(800, ge=1)
+    steps: int = Field(1200, ge=1)
     batch_size: int = Field(32, ge=1)  # clips per step; each brings all its layers
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_steps: int = Field(30, ge=0)
     min_lr_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float = Field(1.0, ge=0)
-    width: int = Field(64, ge=8)
+    width: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
     layers: int = Field(1, ge=1)  # attention blocks over the anchor frame's tokens
     dropout: float = Field(0.0, ge=0, lt=1)
