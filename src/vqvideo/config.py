@@ -122,7 +122,7 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(1200, ge=1)
+    steps: int = Field(1100, ge=1)
     batch_size: int = Field(32, ge=1)  # clips per step; each brings all its layers
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -144,7 +144,7 @@ class PriorConfig(Section):
     max_context: int = Field(10, ge=1)
     action_weight: float = Field(0.1, ge=0)  # weight of the action prior's cross-entropy
     seed: int = 0
-    eval_every: int = Field(100, ge=1)
+    eval_every: int = Field(400, ge=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -179,7 +179,7 @@ class EvaluateConfig(Section):
     # From one still frame: `samples` clips drawn per test clip, on the first
     # `generation_clips` test clips (each sample is a 19-frame rollout: CPU time adds up).
     samples: int = Field(8, ge=1)
-    generation_clips: int = Field(32, ge=1)
+    generation_clips: int = Field(24, ge=1)
     seed: int = 0
 
 
