@@ -54,7 +54,7 @@ class StepClock:
         self.at: dict[int, float] = {}
 
     def __call__(self, metrics: dict, step: int) -> None:
-        if any(".train." in k for k in metrics):
+        if any(k.startswith("train/") or k.startswith("prior/train_") for k in metrics):
             self.at[step] = time.perf_counter()
 
     def step_seconds(self) -> dict[int, float]:

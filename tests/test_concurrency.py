@@ -75,10 +75,10 @@ def test_two_pipelines_and_a_logger_share_one_new_sqlite_store(tiny_data, tmp_pa
         for split, rows in hist.groupby("split"):
             for col in rows.columns.drop(["step", "split"]):
                 want = {int(s): v for s, v in zip(rows.step, rows[col]) if not math.isnan(v)}
-                got = {m.step: m.value for m in client.get_metric_history(run_id, f"vqvae.{split}.{col}")}
-                assert got.keys() == want.keys(), f"{name}: vqvae.{split}.{col} steps differ"
+                got = {m.step: m.value for m in client.get_metric_history(run_id, f"{split}/{col}")}
+                assert got.keys() == want.keys(), f"{name}: {split}/{col} steps differ"
                 assert all(math.isclose(got[s], want[s], rel_tol=1e-6, abs_tol=1e-12) for s in want)
-        assert len(client.get_metric_history(run_id, "vqvae.train.loss")) == 30
+        assert len(client.get_metric_history(run_id, "train/loss")) == 30
     models = client.search_logged_models([exp.experiment_id])
     assert sorted(m.source_run_id for m in models if m.name == "vqvae") == sorted(pipeline_ids.values())
 

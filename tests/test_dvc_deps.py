@@ -179,7 +179,7 @@ def test_the_import_reader_resolves_modules_names_and_relative_imports():
     assert SRC / PACKAGE / "models" / "quantizer.py" in files  # imported inside a function
     assert SRC / PACKAGE / "io.py" in files  # from vqvideo.io import ..., inside a function
     # `from vqvideo import tracking`: the module tracking.py, not vqvideo/__init__.py
-    assert SRC / PACKAGE / "tracking.py" in files
+    assert SRC / PACKAGE / "tracking" / "__init__.py" in files
     assert SRC / PACKAGE / "__init__.py" not in files
     assert all(p.is_relative_to(SRC / PACKAGE) for p in files)
 

@@ -236,7 +236,7 @@ def test_mlflow_run_has_per_step_curves_and_every_file(evaluated):
 
     client = mlflow.MlflowClient(evaluated["uri"])
     run_id = evaluated["run"].info.run_id
-    hist = client.get_metric_history(run_id, "prediction_by_step.prior_mse_frame")
+    hist = client.get_metric_history(run_id, "eval/prior_mse_frame")
     by_step = pd.read_csv(evaluated["root"] / "reports/eval/prediction_by_step.csv")
     # evaluate ran twice into the same run: each step logged twice with the same value
     got = sorted({(h.step, h.value) for h in hist})

@@ -135,15 +135,28 @@ def test_ui_shows_the_pipeline_run(server, pipeline_store):
     assert metrics["prediction.mse_frame"] == pytest.approx(metrics_json["prediction"]["mse_frame"])
     assert metrics["prediction.copy_last_mse_frame"] == pytest.approx(metrics_json["prediction"]["copy_last_mse_frame"])
 
+    # The runs table's Dataset column: the sampled frames, named with their digest.
+    datasets = [d["dataset"] for d in run["inputs"]["dataset_inputs"]]
+    assert len(datasets) == 1 and datasets[0]["name"].startswith("frames (") and datasets[0]["digest"]
+    # Per-step charts in sections: train/, val/, prior/, eval/ prefixes, no flat list.
+    keys = {m["key"] for m in run["data"]["metrics"]}
+    assert {"train/recon_mse", "val/recon_mse", "prior/train_position", "eval/prior_mse_frame"} <= keys
+
+    # The Models page: both models registered, each version linked to this run.
+    models = _get(server, "/api/2.0/mlflow/registered-models/search")["registered_models"]
+    assert {m["name"] for m in models} >= {"vqvideo-vqvae", "vqvideo-prior"}
+    versions = _get(server, "/api/2.0/mlflow/model-versions/search", filter=f"run_id='{run_id}'")["model_versions"]
+    assert {v["name"] for v in versions} == {"vqvideo-vqvae", "vqvideo-prior"}
+
     # A metric's chart: the training curve, one point per logged step, as in history.csv.
     hist = _get(server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id,
-                metric_key="vqvae.val.recon_mse")["metrics"]
+                metric_key="val/recon_mse")["metrics"]
     csv = pd.read_csv(root / "reports/train/history.csv")
     val = csv[csv.split == "val"]
     assert [h["step"] for h in hist] == val.step.tolist()
     assert [h["value"] for h in hist] == pytest.approx(val.recon_mse.tolist())
     steps = _get(server, "/api/2.0/mlflow/metrics/get-history", run_id=run_id,
-                 metric_key="prediction_by_step.prior_mse_frame")["metrics"]
+                 metric_key="eval/prior_mse_frame")["metrics"]
     assert sorted(h["step"] for h in steps) == [1, 2, 3, 4]
 
     # The artifacts pane: the evaluate folder with every plot, and an image the UI would render.

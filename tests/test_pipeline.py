@@ -101,7 +101,7 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert run.data.params["model.codebook_size"] == "32"
     assert run.data.params["prior.width"] == "32"
     assert run.data.params["evaluate.context_frames"] == "4"
-    history = client.get_metric_history(run_id, "vqvae.train.recon_mse")
+    history = client.get_metric_history(run_id, "train/recon_mse")
     assert len(history) >= 3 and history[0].step < history[-1].step
     assert "recon.psnr" in run.data.metrics and "prediction.mse_frame" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)}

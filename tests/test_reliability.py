@@ -281,7 +281,7 @@ def test_killed_dvc_repro_resumes_training_from_its_checkpoint(tmp_path):
     run = client.get_run(run_id)
     assert run.data.tags.get("resumed") == "true" and run.info.status == "FINISHED"
     assert len(client.search_runs([run.info.experiment_id])) == 1  # one run, not a second one
-    steps = [m.step for m in client.get_metric_history(run_id, "vqvae.train.loss")]
+    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert steps[-1] == 150
 
 

@@ -151,7 +151,7 @@ def test_pruned_and_diverged_trials_are_recorded_and_the_study_goes_on(tiny_data
     assert "diverged" in by_trial[3].data.tags["fail_reason"]
     assert "pruned" in by_trial[2].data.tags["prune_reason"]
     assert by_trial[2].data.params["train.lr"] == "1e-07"
-    curve = client.get_metric_history(by_trial[0].info.run_id, "vqvae.val.recon_mse")
+    curve = client.get_metric_history(by_trial[0].info.run_id, "val/recon_mse")
     assert [m.step for m in curve] == [4, 8]
     assert by_trial[0].data.metrics["final.recon_mse"] == pytest.approx(study.trials[0].value)
 

@@ -163,13 +163,13 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
     """Frame 0 of each clip plus each digit's label at frame 0 (its box and velocity: the
     action) -> one clip each: error, digit identity and position against the labels."""
     b, t = x.shape[:2]
-    from vqvideo.digits import glyph_boxes
+    from vqvideo.digits import glyph_boxes, labelled_layers
 
-    masks, steps = glyph_boxes(labels, b, prior.cfg.max_layers, size, tuple(x.shape[-2:]))
+    masks, ink, steps = glyph_boxes(labels, b, prior.cfg.max_layers, size, tuple(x.shape[-2:]))
     outs = []
     for i in range(0, b, batch):
         xb = x[i : i + batch]
-        layers = Ly.Layers(masks[i : i + batch], torch.zeros(len(xb), dtype=torch.bool))
+        layers = labelled_layers(xb[:, 0], masks[i : i + batch], ink[i : i + batch])
         codes = vqvae.encode_indices(xb[:, 0])[:, None]
         rolled = prior.rollout(codes, t - 1, sampling="argmax", first_step=steps[i : i + batch], layers=layers,
                                images=xb[:, :1])

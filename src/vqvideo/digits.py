@@ -114,14 +114,28 @@ def glyph_boxes(labels: pd.DataFrame, n: int, max_layers: int, size: int, shape:
     bank = load_digit_bank(size)
     h, w = shape
     masks = torch.zeros(n, max_layers, h, w)
+    ink = torch.zeros(n, max_layers, h, w)
     steps = torch.zeros(n, max_layers, 2)
     for r in labels[labels.step == 0].itertuples(index=False):
         if r.digit >= max_layers or r.clip >= n:
             continue
         glyph = cv2.dilate((bank.images[int(r.digit_image)] > 255 * 0.05).astype(np.uint8), np.ones((3, 3), np.uint8))
         x0, y0 = int(round(r.x)), int(round(r.y))
-        canvas = np.zeros((h + 2 * size, w + 2 * size), np.float32)
-        canvas[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size] = glyph
-        masks[r.clip, r.digit] = torch.from_numpy(canvas[size : size + h, size : size + w])
+        for out, img in ((masks, glyph), (ink, bank.images[int(r.digit_image)] / 255.0)):
+            canvas = np.zeros((h + 2 * size, w + 2 * size), np.float32)
+            canvas[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size] = img
+            out[r.clip, r.digit] = torch.from_numpy(canvas[size : size + h, size : size + w])
         steps[r.clip, r.digit] = torch.tensor([r.vx, r.vy], dtype=torch.float32)
-    return masks, steps
+    return masks, ink, steps
+
+
+def labelled_layers(frame, masks, ink):  # noqa: ANN001, ANN201 - torch tensors
+    """Layers of frames (B, C, H, W) from each object's mask and own ink (B, L, H, W): a layer's
+    pixels are the frame's, but no brighter than its own ink, so where two digits overlap each
+    layer keeps only its own strokes (the data composites by maximum: min(frame, own) = own)."""
+    import torch
+
+    from vqvideo.models.layers import Layers
+
+    content = torch.minimum(frame.float()[:, None], ink[:, :, None]) * masks[:, :, None]
+    return Layers(masks, torch.zeros(len(frame), dtype=torch.bool), content)

@@ -37,7 +37,8 @@ class Motion:
             out["hints"] = [h for h in self.hints for _ in range(samples)]
         if self.layers is not None:
             rep = lambda t: t.repeat_interleave(samples, 0)  # noqa: E731
-            out["layers"] = Layers(rep(self.layers.masks), rep(self.layers.scene))
+            content = None if self.layers.content is None else rep(self.layers.content)
+            out["layers"] = Layers(rep(self.layers.masks), rep(self.layers.scene), content)
             out["first_step"] = rep(self.first_step)
         if self.pan is not None:
             n = len(self.hints) if self.hints is not None else 1
@@ -90,16 +91,17 @@ def picture_motion(drags: list[str], pan: str | None, shape: tuple[int, int], si
     return Motion(hints=[hints], pan=step)
 
 
-def labelled_motion(data: FrameData, labels: pd.DataFrame | None, picks: np.ndarray, length: int,
-                    max_layers: int, digit_size: int, shape: tuple[int, int]) -> Motion:
-    """The labels' objects at frame 0 of the picked test clips, with their velocities."""
-    from vqvideo.digits import clip_labels, glyph_boxes
+def labelled_motion(data: FrameData, labels: pd.DataFrame | None, picks: np.ndarray, first: torch.Tensor,
+                    max_layers: int, digit_size: int) -> Motion:
+    """The labels' objects in `first` (B, C, H, W), frame 0 of the picked test clips, with their
+    velocities."""
+    from vqvideo.digits import clip_labels, glyph_boxes, labelled_layers
 
     if labels is None or labels.empty:
         raise VQVideoError("generate.condition is labels, but this data has no motion labels (labels.csv is "
                            "missing or empty: footage has none); set generate.condition: none")
     index = data.index()
     ids = index[index.split == "test"]["clip"].to_numpy()[picks]
-    rows = clip_labels(index, labels, "test", ids, length)
-    masks, steps = glyph_boxes(rows, len(picks), max_layers, digit_size, tuple(shape))
-    return Motion(layers=Layers(masks, torch.zeros(len(picks), dtype=torch.bool)), first_step=steps)
+    rows = clip_labels(index, labels, "test", ids, 1)
+    masks, ink, steps = glyph_boxes(rows, len(picks), max_layers, digit_size, tuple(first.shape[-2:]))
+    return Motion(layers=labelled_layers(first, masks, ink), first_step=steps)

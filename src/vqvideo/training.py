@@ -83,6 +83,8 @@ class TrainLoop:
     fingerprint: str
     generators: dict[str, torch.Generator] = field(default_factory=dict)
     on_log: Callable[[dict, int], None] | None = None  # e.g. MLflow logging
+    # the logged names: "{split}/" gives train/loss and val/loss, a section each in MLflow's UI
+    metric_prefix: str = "{split}/"
     on_eval: Callable[[int, dict], None] | None = None  # e.g. an Optuna pruning report
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved and restored verbatim
     items_per_step: int = 1
@@ -208,5 +210,5 @@ class TrainLoop:
     def _record(self, row: dict) -> None:
         self.history.append(row)
         if self.on_log is not None and self.writer:
-            prefix = f"{self.name}.{row['split']}."
+            prefix = self.metric_prefix.format(split=row["split"])
             self.on_log({prefix + k: v for k, v in row.items() if k not in ("step", "split")}, row["step"])

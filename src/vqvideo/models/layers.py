@@ -39,6 +39,7 @@ ROBUST = 0.1  # squared-error cap of the tracker: overlapping content costs litt
 class Layers:
     masks: Tensor  # (B, L, H, W) float 0/1; a layer that does not exist is all zero
     scene: Tensor  # (B,) bool: the frame is one scene layer (masks[:, 0] is all ones)
+    content: Tensor | None = None  # (B, L, C, H, W) each layer's pixels, where not anchor x mask
 
     @property
     def valid(self) -> Tensor:
@@ -279,7 +280,8 @@ def render(anchor: Tensor, layers: Layers, disp: Tensor) -> Tensor:
     ink, scene = ~layers.scene, layers.scene
     if bool(ink.any()):
         a, m, d = anchor[ink].float(), layers.masks[ink], disp[ink].round()
-        pieces = (a[:, None] * m[:, :, None]).flatten(0, 1)  # (B'*L, C, H, W)
+        own = a[:, None] * m[:, :, None] if layers.content is None else layers.content[ink].float()
+        pieces = own.flatten(0, 1)  # (B'*L, C, H, W)
         moved = shift(pieces, d.flatten(0, 1), mode="nearest", padding="zeros")
         out[ink] = moved.view(a.shape[0], n_l, *a.shape[1:]).amax(1)
     if bool(scene.any()):

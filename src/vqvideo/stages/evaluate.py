@@ -314,7 +314,7 @@ def log_to_mlflow(ev: Evaluation, own: dict, args: argparse.Namespace) -> None:
     for row in ev.by_step.itertuples(index=False):
         values = row._asdict()
         step = int(values.pop("step"))
-        tracking.log_metrics({f"prediction_by_step.{k}": v for k, v in values.items()}, step=step)
+        tracking.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=step)
     for path in (args.metrics, args.summary):
         tracking.log_artifact(path, "evaluate")
     tracking.log_artifact(args.plots, "evaluate/plots")

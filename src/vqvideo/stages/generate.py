@@ -140,7 +140,7 @@ def generate(
         )
     motion = None
     if cfg.condition == "labels":
-        motion = labelled_motion(data, labels, picks, length, prior.cfg.max_layers, digit_size, clips.shape[-2:])
+        motion = labelled_motion(data, labels, picks, clips[:, 0], prior.cfg.max_layers, digit_size)
     samples = animate(vqvae, prior, clips[:, : cfg.context_frames], length, cfg, motion=motion)
     device = next(vqvae.parameters()).device
     recon = vqvae.reconstruct(clips.flatten(0, 1).to(device)).cpu().reshape(clips.shape)  # (B, T, C, H, W)

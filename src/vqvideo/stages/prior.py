@@ -190,6 +190,7 @@ def train_prior(
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
         items_per_step=cfg.batch_size, progress_keys=("position", "last_px"), writer=info.main,
+        metric_prefix="prior/{split}_",
     )
     n = len(tracks)
 
@@ -253,9 +254,7 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData, vqvae:
         result = train_prior(params.prior, vqvae, vq_meta["fingerprint"], data,
                              checkpoint=args.checkpoints / "last.pt", on_log=tracking.log_metrics)
         if result.loop.resumed_from:
-            import mlflow
-
-            mlflow.set_tag("prior.resumed_from_step", result.loop.resumed_from)
+            tracking.set_tag("prior.resumed_from_step", result.loop.resumed_from)
         trainable = sum(q.numel() for q in result.model.parameters() if q.requires_grad)
         summary = {
             "parameters": trainable,  # the frozen VQ-VAE inside is counted with the VQ-VAE
@@ -277,7 +276,7 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData, vqvae:
                               "prior.parameters": summary["parameters"]})
         tracking.log_artifact(args.history, "prior")
         h, w = result.model.grid
-        example = torch.zeros(1, h, w, dtype=torch.int64)
+        example = torch.zeros(2, h, w, dtype=torch.int64)
         tracking.log_torch_model(SceneStepLogits(result.model), "prior", example.numpy())
     log.info("prior: val position error %.2f px at the last frame (%.2f px from one frame and its action), "
              "rollout error %.1f per frame -> %s", result.val["last_px"], result.val["still_last_px"],

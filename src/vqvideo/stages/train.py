@@ -53,10 +53,9 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData) -> Non
         if resume_id is None:
             tracking.log_params(section_params(params, "collect", "sample", "model", "train"))
             tracking.log_params({f"data.{k}": v for k, v in data.stats["clips"].items()})
+            tracking.log_dataset(data.index(), str(args.frames.resolve()), f"{args.frames.name} ({data.fingerprint[:8]})")
         else:
-            import mlflow
-
-            mlflow.set_tag("resumed", "true")
+            tracking.set_tag("resumed", "true")
         result = train(params.model, params.train, data, checkpoint=checkpoint,
                        on_log=tracking.log_metrics)
         summary = {
@@ -80,6 +79,6 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData) -> Non
                               "vqvae.parameters": summary["parameters"]})
         tracking.log_artifact(args.frames / "stats.json", "data")
         tracking.log_artifact(args.history, "train")
-        example = torch.rand(1, result.model.channels, params.sample.size, params.sample.size)
+        example = torch.rand(2, result.model.channels, params.sample.size, params.sample.size)
         tracking.log_torch_model(Reconstructor(result.model), "vqvae", example.numpy())
     log.info("train: val recon MSE %.5f, perplexity %.1f -> %s", result.val["recon_mse"], result.val["perplexity"], args.model_dir)

@@ -22,7 +22,6 @@ from vqvideo.stages.tune.objective import Objective, Outcome
 from vqvideo.stages.tune.pool import WorkerSpec, run_worker, tune
 from vqvideo.stages.tune.recovery import heartbeat, recover_interrupted
 from vqvideo.stages.tune.reports import best_params, pick_best, trials_frame, write_reports
-from vqvideo.stages.tune.runs import TrialRun, close_interrupted_runs
 from vqvideo.stages.tune.space import suggest, trial_configs
 from vqvideo.stages.tune.stage import add_arguments, main
 from vqvideo.stages.tune.storage import Store, absolute_storage_url, budget_lock, open_storage
@@ -37,6 +36,7 @@ from vqvideo.stages.tune.study import (
     open_study,
     study_name,
 )
+from vqvideo.tracking.trials import TrialRun, close_interrupted_runs
 
 __all__ = [
     "INTERRUPTED", "RETRY_OF", "WORKER", "Objective", "Outcome", "Store", "TrialRun", "WorkerSpec",

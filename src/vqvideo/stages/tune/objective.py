@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 from vqvideo.config import Params, TuneConfig
 from vqvideo.data.frames import FrameData
 from vqvideo.errors import DivergenceError, VQVideoError
-from vqvideo.stages.tune.runs import TrialRun
 from vqvideo.stages.tune.space import suggest
+from vqvideo.tracking.trials import TrialRun
 
 
 @dataclass

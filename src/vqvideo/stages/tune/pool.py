@@ -21,7 +21,6 @@ from vqvideo.data.frames import FrameData
 from vqvideo.errors import VQVideoError
 from vqvideo.stages.tune.objective import Objective
 from vqvideo.stages.tune.recovery import heartbeat, proc_start, recover_interrupted, requeue
-from vqvideo.stages.tune.runs import close_interrupted_runs
 from vqvideo.stages.tune.storage import budget_lock, open_storage
 from vqvideo.stages.tune.study import (
     INTERRUPTED,
@@ -32,6 +31,7 @@ from vqvideo.stages.tune.study import (
     open_study,
     study_name,
 )
+from vqvideo.tracking.trials import close_interrupted_runs
 
 log = logging.getLogger(__name__)
 

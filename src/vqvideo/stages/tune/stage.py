@@ -9,9 +9,9 @@ from pathlib import Path
 from vqvideo.config import Params
 from vqvideo.stages.tune.pool import tune
 from vqvideo.stages.tune.reports import trials_frame, write_reports
-from vqvideo.stages.tune.runs import new_parent_run, parent_run
 from vqvideo.stages.tune.storage import budget_lock, open_storage
 from vqvideo.stages.tune.study import open_study, study_name
+from vqvideo.tracking.trials import new_parent_run, parent_run
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,12 @@ def main(args: argparse.Namespace) -> None:
         parent = parent_run(study)
         new = parent is None
         if new:
-            parent = new_parent_run(study, name, store)
+            parent = new_parent_run(study, name, store.display)
     with tracking.pipeline_run(None, run_id=parent):
         if new:
             tracking.log_params(section_params(params, "model", "train", "tune"))
         else:
-            import mlflow
-
-            mlflow.set_tag("resumed", "true")
+            tracking.set_tag("resumed", "true")
         study = tune(cfg, params, args.frames, root, parent, cfg.workers, name)
         best = write_reports(study, args.out, cfg.objectives)
         df = trials_frame(study, cfg.objectives)

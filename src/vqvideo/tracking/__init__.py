@@ -52,7 +52,7 @@ def artifact_location() -> str:
     return (repo_root() / "mlruns" / "artifacts").as_uri()
 
 
-def _retry(fn, *args, tries: int = 8, **kwargs):
+def retry(fn, *args, tries: int = 8, **kwargs):
     """SQLite allows one writer: another pipeline logging at the same instant gets 'locked'.
 
     The driver already waits up to 5 s for the lock; past that, back off (with jitter, so two
@@ -114,12 +114,12 @@ def _experiment_id() -> str:
     import mlflow
 
     client = mlflow.MlflowClient()
-    exp = _retry(client.get_experiment_by_name, EXPERIMENT)
+    exp = retry(client.get_experiment_by_name, EXPERIMENT)
     if exp is None:
         try:
-            return _retry(client.create_experiment, EXPERIMENT, artifact_location=artifact_location())
+            return retry(client.create_experiment, EXPERIMENT, artifact_location=artifact_location())
         except Exception:  # noqa: BLE001 - another process created it first
-            exp = _retry(client.get_experiment_by_name, EXPERIMENT)
+            exp = retry(client.get_experiment_by_name, EXPERIMENT)
     return exp.experiment_id
 
 
@@ -135,7 +135,7 @@ def pipeline_run(run_file: Path | None, *, new: bool = False, run_id: str | None
             raise VQVideoError(f"no MLflow run recorded at {run_file}; run `dvc repro train` first")
         run_id = read_json(run_file)["run_id"]
     # start and end retried like every other write: another pipeline may hold the SQLite lock
-    run = _retry(mlflow.start_run, run_id=run_id, experiment_id=exp_id, run_name=run_name, tags=tags)
+    run = retry(mlflow.start_run, run_id=run_id, experiment_id=exp_id, run_name=run_name, tags=tags)
     status = "FINISHED"
     try:
         yield run
@@ -146,7 +146,7 @@ def pipeline_run(run_file: Path | None, *, new: bool = False, run_id: str | None
         status = "FAILED"
         raise
     finally:
-        _retry(mlflow.end_run, status)
+        retry(mlflow.end_run, status)
 
 
 def record_run(run_file: Path, run, fingerprint: str = "") -> None:  # noqa: ANN001
@@ -171,7 +171,7 @@ def resumable_run(run_file: Path, fingerprint: str) -> str | None:
         return None
     setup()
     try:
-        run = _retry(mlflow.MlflowClient().get_run, rec["run_id"])
+        run = retry(mlflow.MlflowClient().get_run, rec["run_id"])
     except Exception:  # noqa: BLE001 - deleted or from a store that is gone
         return None
     return run.info.run_id if run.info.lifecycle_stage == "active" else None
@@ -180,7 +180,7 @@ def resumable_run(run_file: Path, fingerprint: str) -> str | None:
 def logged_params(run_id: str) -> dict[str, str]:
     import mlflow
 
-    return dict(_retry(mlflow.MlflowClient().get_run, run_id).data.params)
+    return dict(retry(mlflow.MlflowClient().get_run, run_id).data.params)
 
 
 def stage_run_id(upstream_run_file: Path, params: dict[str, Any]) -> str:
@@ -199,16 +199,16 @@ def stage_run_id(upstream_run_file: Path, params: dict[str, Any]) -> str:
     if all(logged.get(k, v) == v for k, v in clean.items()):
         return upstream
     client = mlflow.MlflowClient()
-    src = _retry(client.get_run, upstream)
-    run = _retry(client.create_run, src.info.experiment_id, run_name="pipeline",
+    src = retry(client.get_run, upstream)
+    run = retry(client.create_run, src.info.experiment_id, run_name="pipeline",
                  tags={"forked_from": upstream, "fork_reason": "downstream params changed"})
     keep = {k: v for k, v in logged.items() if k not in clean}
     items = list(keep.items())
     from mlflow.entities import Param
 
     for i in range(0, len(items), 90):
-        _retry(client.log_batch, run.info.run_id, params=[Param(k, v) for k, v in items[i : i + 90]])
-    _retry(client.set_terminated, run.info.run_id)
+        retry(client.log_batch, run.info.run_id, params=[Param(k, v) for k, v in items[i : i + 90]])
+    retry(client.set_terminated, run.info.run_id)
     log.info("MLflow: params changed downstream of run %s; logging into new run %s", upstream, run.info.run_id)
     return run.info.run_id
 
@@ -223,7 +223,7 @@ def log_params(params: dict[str, Any]) -> None:
     clean = {k: _param_value(v) for k, v in params.items()}
     items = list(clean.items())
     for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
-        _retry(mlflow.log_params, dict(items[i : i + 90]))
+        retry(mlflow.log_params, dict(items[i : i + 90]))
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
@@ -231,7 +231,13 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
     finite = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
     if finite:
-        _retry(mlflow.log_metrics, finite, step=step)
+        retry(mlflow.log_metrics, finite, step=step)
+
+
+def set_tag(key: str, value: Any) -> None:
+    import mlflow
+
+    retry(mlflow.set_tag, key, value)
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
@@ -239,22 +245,45 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
     path = Path(path)
     if path.is_dir():
-        _retry(mlflow.log_artifacts, str(path), artifact_path)
+        retry(mlflow.log_artifacts, str(path), artifact_path)
     elif path.exists():
-        _retry(mlflow.log_artifact, str(path), artifact_path)
+        retry(mlflow.log_artifact, str(path), artifact_path)
+
+
+REGISTERED = "vqvideo-{name}"  # the Model Registry's names: vqvideo-vqvae, vqvideo-prior
 
 
 def log_torch_model(model, name: str, example) -> None:  # noqa: ANN001
-    """The model as an MLflow PyTorch flavour in the `pt2` (torch.export) format: no pickle."""
+    """The model as an MLflow PyTorch flavour in the `pt2` (torch.export) format (no pickle),
+    registered as a new version of `vqvideo-<name>` linked to this run (the UI's Models page).
+
+    `example` should hold two or more items: with one, torch.export specialises the batch size
+    to 1 and says so on every run."""
+    import warnings
+
     import mlflow
     import torch
 
     reqs = [f"torch=={torch.__version__.split('+')[0]}"]
     try:
-        _retry(mlflow.pytorch.log_model, model.eval(), name=name, input_example=example,
-               serialization_format="pt2", pip_requirements=reqs)
+        with warnings.catch_warnings():
+            # torch's pt2 packager notes that weights sharing one storage are written once
+            # (the quantizer's codebook views): nothing is lost, so it is not the user's concern
+            warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+            retry(mlflow.pytorch.log_model, model.eval(), name=name, input_example=example,
+                   serialization_format="pt2", pip_requirements=reqs,
+                   registered_model_name=REGISTERED.format(name=name))
     except Exception as err:  # noqa: BLE001 - the run is still useful without the model flavour
         log.warning("could not log %s as an MLflow model: %s", name, err)
+
+
+def log_dataset(frame, source: str, name: str, context: str = "training") -> None:  # noqa: ANN001
+    """A table describing the run's data (the sampled clips' index) as the run's dataset input:
+    the runs table's Dataset column names it, with its digest."""
+    import mlflow
+
+    dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+    retry(mlflow.log_input, dataset, context=context)
 
 
 def flatten_metrics(d: dict, prefix: str = "") -> dict[str, float]:

@@ -6,15 +6,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-
-from vqvideo.stages.tune.storage import Store
-
-if TYPE_CHECKING:  # objective.py imports this module
-    from vqvideo.stages.tune.objective import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +27,10 @@ def close_interrupted_runs(trials: list[FrozenTrial]) -> None:
         if not run_id:
             continue
         try:
-            tracking._retry(client.set_tag, run_id, "optuna.state", "FAIL")
-            tracking._retry(client.set_tag, run_id, "fail_reason", "interrupted: the worker died; "
+            tracking.retry(client.set_tag, run_id, "optuna.state", "FAIL")
+            tracking.retry(client.set_tag, run_id, "fail_reason", "interrupted: the worker died; "
                             "the trial was queued again")
-            tracking._retry(client.set_terminated, run_id, "FAILED")
+            tracking.retry(client.set_terminated, run_id, "FAILED")
         except Exception as err:  # noqa: BLE001 - a run in another store: nothing to close here
             log.debug("could not close MLflow run %s: %s", run_id, err)
 
@@ -61,10 +56,10 @@ class TrialRun:
         self.client = mlflow.MlflowClient()
         tags = {"mlflow.parentRunId": self.parent, "optuna.study": self.study,
                 "optuna.trial": str(self.trial.number), "optuna.state": "RUNNING"}
-        run = tracking._retry(self.client.create_run, self.experiment_id, run_name=f"trial-{self.trial.number}", tags=tags)
+        run = tracking.retry(self.client.create_run, self.experiment_id, run_name=f"trial-{self.trial.number}", tags=tags)
         self.run_id = run.info.run_id
         self.trial.set_user_attr("mlflow_run_id", self.run_id)
-        tracking._retry(self.client.log_batch, self.run_id,
+        tracking.retry(self.client.log_batch, self.run_id,
                         params=[Param(k, str(v)) for k, v in params.items()])
 
     def log(self, metrics: dict, step: int) -> None:
@@ -78,9 +73,9 @@ class TrialRun:
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
                  if v is not None and math.isfinite(float(v))]
         if batch:
-            tracking._retry(self.client.log_batch, self.run_id, metrics=batch)
+            tracking.retry(self.client.log_batch, self.run_id, metrics=batch)
 
-    def end(self, outcome: Outcome, duration: float) -> None:
+    def end(self, outcome: Any, duration: float) -> None:  # a tune Outcome: .state, .values, .reason
         if self.client is None:
             return
         from mlflow.entities import Metric, RunTag
@@ -92,8 +87,8 @@ class TrialRun:
             key = "fail_reason" if outcome.state == TrialState.FAIL else "prune_reason"
             tags.append(RunTag(key, outcome.reason[:5000]))
         metrics = [Metric("duration_s", duration, int(time.time() * 1000), 0)]
-        tracking._retry(self.client.log_batch, self.run_id, metrics=metrics, tags=tags)
-        tracking._retry(self.client.set_terminated, self.run_id, self.STATUS[outcome.state])
+        tracking.retry(self.client.log_batch, self.run_id, metrics=metrics, tags=tags)
+        tracking.retry(self.client.set_terminated, self.run_id, self.STATUS[outcome.state])
 
 
 def parent_run(study: optuna.Study) -> str | None:
@@ -107,20 +102,20 @@ def parent_run(study: optuna.Study) -> str | None:
         return None
     tracking.setup()
     try:
-        run = tracking._retry(mlflow.MlflowClient().get_run, rec["run_id"])
+        run = tracking.retry(mlflow.MlflowClient().get_run, rec["run_id"])
     except Exception:  # noqa: BLE001 - deleted, or from a store that is gone
         return None
     return run.info.run_id if run.info.lifecycle_stage == "active" else None
 
 
-def new_parent_run(study: optuna.Study, name: str, store: Store) -> str:
+def new_parent_run(study: optuna.Study, name: str, storage: str) -> str:
     import mlflow
 
     from vqvideo import tracking
 
     experiment = tracking.setup()  # first: it points MLflow at the store the client will use
     client = mlflow.MlflowClient()
-    run = tracking._retry(client.create_run, experiment, run_name=f"tune:{name}",
-                          tags={"optuna.study": name, "optuna.storage": store.display})
+    run = tracking.retry(client.create_run, experiment, run_name=f"tune:{name}",
+                          tags={"optuna.study": name, "optuna.storage": storage})
     study.set_user_attr("mlflow", {"run_id": run.info.run_id, "tracking_uri": tracking.tracking_uri()})
     return run.info.run_id
