@@ -53,9 +53,10 @@ def _main_rank(args: argparse.Namespace, params: Params, data: FrameData) -> Non
         if resume_id is None:
             tracking.log_params(section_params(params, "collect", "sample", "model", "train"))
             tracking.log_params({f"data.{k}": v for k, v in data.stats["clips"].items()})
-            tracking.log_dataset(data.index(), str(args.frames.resolve()), f"{args.frames.name} ({data.fingerprint[:8]})")
         else:
             tracking.set_tag("resumed", "true")
+        # the runs table's Dataset column (logged again on a resume: a run from before it had none)
+        tracking.log_dataset(data.index(), str(args.frames.resolve()), f"{args.frames.name} ({data.fingerprint[:8]})")
         result = train(params.model, params.train, data, checkpoint=checkpoint,
                        on_log=tracking.log_metrics)
         summary = {
