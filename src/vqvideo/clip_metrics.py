@@ -17,6 +17,7 @@ from torch import Tensor
 
 from vqvideo import metrics as M
 from vqvideo.models import layers as Ly
+from vqvideo.models.vqvae import decode_codes
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -107,13 +108,6 @@ def pairwise_diversity(samples: Tensor) -> float:
 # ---------------------------------------------------------------- still image: samples and actions
 
 
-def _decode_rollout(prior, vqvae, rolled: Tensor) -> Tensor:  # noqa: ANN001
-    """(B, T, h, w) codes -> (B, T, C, H, W) decoded frames."""
-    b, t = rolled.shape[:2]
-    out = torch.cat([vqvae.decode_indices(rolled[i : i + 1].flatten(0, 1)) for i in range(b)])
-    return out.view(b, t, *out.shape[1:]).float()
-
-
 @torch.no_grad()
 def generation_eval(vqvae, prior, x: Tensor, samples: int, seed: int,  # noqa: ANN001
                     batch: int = 8) -> tuple[dict, pd.DataFrame, Tensor]:
@@ -128,7 +122,7 @@ def generation_eval(vqvae, prior, x: Tensor, samples: int, seed: int,  # noqa: A
         codes = vqvae.encode_indices(xb[:, 0]).repeat_interleave(samples, 0)[:, None]  # (B*S, 1, h, w)
         rolled = prior.rollout(codes, t - 1, sampling="argmax", motion="sample", generator=g,
                                images=xb[:, :1].repeat_interleave(samples, 0))
-        gens.append(_decode_rollout(prior, vqvae, rolled[:, 1:]).view(len(xb), samples, t - 1, *x.shape[2:]))
+        gens.append(decode_codes(vqvae, rolled[:, 1:]).float().view(len(xb), samples, t - 1, *x.shape[2:]))
     gen = torch.cat(gens)  # (B, S, T-1, C, H, W)
     truth = x[:, 1:]
     err = ((gen.double() - truth[:, None].double()) ** 2).flatten(3).sum(-1)  # (B, S, T-1)
@@ -173,7 +167,7 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
         codes = vqvae.encode_indices(xb[:, 0])[:, None]
         rolled = prior.rollout(codes, t - 1, sampling="argmax", first_step=steps[i : i + batch], layers=layers,
                                images=xb[:, :1])
-        outs.append(_decode_rollout(prior, vqvae, rolled[:, 1:]))
+        outs.append(decode_codes(vqvae, rolled[:, 1:]).float())
     gen = torch.cat(outs)  # (B, T-1, C, H, W)
     truth = x[:, 1:]
     err = ((gen.double() - truth.double()) ** 2).flatten(2).sum(-1)  # (B, T-1)
