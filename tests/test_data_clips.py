@@ -8,6 +8,7 @@ import pytest
 
 from media import camera_pan, counter, moving_shapes, write_video
 from vqvideo.data import clips as C
+from vqvideo.data import splits as S
 from vqvideo.data.video import LIMITED_RANGE, VideoError, open_video, quiet_opencv, read_video
 
 
@@ -131,28 +132,28 @@ def test_npy_rows_write_into_a_memory_mappable_array(tmp_path):
 
 def test_splits_have_fixed_sizes_and_follow_the_seed():
     videos = [f"v{i:02d}.mp4" for i in range(20)]
-    a = C.assign_splits(videos, [""] * 20, 0.1, 0.2, seed=0)
+    a = S.assign_splits(videos, [""] * 20, 0.1, 0.2, seed=0)
     assert (a.count("train"), a.count("val"), a.count("test")) == (14, 2, 4)
-    assert C.assign_splits(videos, [""] * 20, 0.1, 0.2, seed=0) == a
-    assert C.assign_splits(videos, [""] * 20, 0.1, 0.2, seed=1) != a
+    assert S.assign_splits(videos, [""] * 20, 0.1, 0.2, seed=0) == a
+    assert S.assign_splits(videos, [""] * 20, 0.1, 0.2, seed=1) != a
     # the listing order does not matter, only the names and the seed
-    rev = C.assign_splits(videos[::-1], [""] * 20, 0.1, 0.2, seed=0)
+    rev = S.assign_splits(videos[::-1], [""] * 20, 0.1, 0.2, seed=0)
     assert rev[::-1] == a
 
 
 def test_a_hinted_split_is_the_sources_decision():
     videos = [f"v{i}" for i in range(10)]
     hints = [""] * 8 + ["test", "test"]
-    out = C.assign_splits(videos, hints, 0.2, 0.5, seed=0)
+    out = S.assign_splits(videos, hints, 0.2, 0.5, seed=0)
     assert [i for i, s in enumerate(out) if s == "test"] == [8, 9]  # nothing else joins test
     assert out.count("val") == 2
 
 
 def test_small_sets_keep_a_training_video():
-    assert C.assign_splits(["a", "b"], ["", ""], 0.1, 0.1, 0) == ["train", "train"]
-    assert sorted(C.assign_splits(["a", "b"], ["", ""], 0.3, 0.3, 0)) == ["test", "train"]
-    assert C.assign_splits(["a"], [""], 0.5, 0.4, 0) == ["train"]
-    out = C.assign_splits(["a", "b", "c"], ["", "", ""], 0.3, 0.3, 0)
+    assert S.assign_splits(["a", "b"], ["", ""], 0.1, 0.1, 0) == ["train", "train"]
+    assert sorted(S.assign_splits(["a", "b"], ["", ""], 0.3, 0.3, 0)) == ["test", "train"]
+    assert S.assign_splits(["a"], [""], 0.5, 0.4, 0) == ["train"]
+    out = S.assign_splits(["a", "b", "c"], ["", "", ""], 0.3, 0.3, 0)
     assert sorted(out) == ["test", "train", "val"]
 
 

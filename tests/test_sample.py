@@ -274,3 +274,76 @@ def test_many_short_videos_over_two_workers_equal_serial_with_a_broken_one(tmp_p
         assert (tmp_path / "serial" / f).read_bytes() == (tmp_path / "parallel" / f).read_bytes(), f
     videos = pd.read_csv(tmp_path / "parallel" / "videos.csv")
     assert (videos.status != "ok").sum() == 1 and (videos.status == "ok").sum() == 39
+
+
+def test_few_videos_are_split_by_time_and_no_frame_is_in_two_splits(tmp_path, caplog):
+    # one long video (the single-video case) and a shorter one; counter frames carry their number
+    raw, out = _folder_raw(tmp_path, {"long.avi": counter(frames=90, step=1), "short.avi": counter(frames=40, step=1)})
+    with caplog.at_level(logging.INFO):
+        stats = sample(SampleConfig(**SMALL), raw, out)
+    assert stats["split_by"] == "time" and "split by time" in caplog.text
+    data = FrameData.open(out)
+    index = data.index()
+    assert all(stats["clips"][s] > 0 for s in ("train", "val", "test"))
+    assert stats["videos"] == {"train": 2, "val": 2, "test": 2}
+    videos = pd.read_csv(out / "videos.csv", keep_default_na=False)
+    assert set(videos.split) == {"time"}
+    for video, rows in index.groupby("video"):
+        seen = {}
+        for row in rows.itertuples():
+            frames = data.clips(row.split)[row.clip][:, 0, 0, 0].tolist()  # each frame's number
+            assert frames == list(range(row.start_frame, row.end_frame + 1))
+            for f in frames:
+                assert seen.setdefault(f, row.split) == row.split, f"frame {f} of {video} in two splits"
+        # time order: every train frame comes before every val frame, val before test
+        last = {s: max(f for f, t in seen.items() if t == s) for s in set(seen.values())}
+        first = {s: min(f for f, t in seen.items() if t == s) for s in set(seen.values())}
+        assert last["train"] < first["val"] and last["val"] < first["test"]
+
+
+def test_one_video_alone_trains_and_evaluates(tmp_path):
+    raw, out = _folder_raw(tmp_path, {"only.mp4": camera_pan(frames=320, width=96, height=64)})
+    stats = sample(SampleConfig(**{**SMALL, "size": 32, "clip_length": 20, "clip_stride": 10,
+                                   "frame_interval": 3, "channels": 3}), raw, out)
+    assert stats["split_by"] == "time" and stats["videos"]["test"] == 1
+    assert stats["clips"]["test"] >= 1 and stats["clips"]["val"] >= 1 and stats["clips"]["train"] >= 3
+
+
+def test_many_videos_keep_the_video_split_and_time_can_be_forced(tmp_path):
+    files = {f"v{i:02d}.avi": counter(frames=24 + i, step=1) for i in range(10)}  # distinct files
+    raw, out = _folder_raw(tmp_path, files)
+    assert sample(SampleConfig(**SMALL), raw, out)["split_by"] == "video"
+    assert sample(SampleConfig(**{**SMALL, "split": "time"}), raw, tmp_path / "t")["split_by"] == "time"
+    assert sample(SampleConfig(**{**SMALL, "split": "video"}), raw, tmp_path / "v")["videos"]["test"] == 2
+
+
+def test_crop_views_are_train_only_real_crops_of_the_full_frame(tmp_path):
+    pan = camera_pan(frames=60, width=96, height=64)
+    raw, out = _folder_raw(tmp_path, {"pan.avi": pan})  # lossless, so crops compare exactly-ish
+    cfg = SampleConfig(**{**SMALL, "channels": 3, "augment": 3, "flip": True, "crop_scale": (0.5, 0.9)})
+    stats = sample(cfg, raw, out)
+    data = FrameData.open(out)
+    index = data.index()
+    plain = index[index.view == 0]
+    assert stats["views"] == {"train": 3 * (plain.split == "train").sum(), "val": 0, "test": 0}
+    assert (index[index.split != "train"].view == 0).all()
+    assert len(data.clips("train")) == (index.split == "train").sum()
+    from vqvideo.data.clips import View
+
+    views = index[index.view > 0]
+    assert views.flip.any() and not views.flip.all()  # some mirrored, seeded
+    assert views.crop_scale.between(0.5, 0.9).all() and views.crop_scale.nunique() > 1
+    for row in views.itertuples():
+        view = View(row.crop_scale, row.crop_x, row.crop_y, bool(row.flip))
+        want = np.stack([view(f, 32, {}) for f in pan[row.start_frame : row.end_frame + 1]])
+        got = data.clips("train")[row.clip].transpose(0, 2, 3, 1)
+        assert np.abs(got.astype(int) - want).max() <= 2, row.clip  # the same crop of the same frames
+    # the plain rows are untouched by augmentation: equal to a run without it
+    sample(SampleConfig(**{**SMALL, "channels": 3}), raw, tmp_path / "plain")
+    base = FrameData.open(tmp_path / "plain")
+    for split in ("train", "val", "test"):
+        rows = index[(index.split == split) & (index.view == 0)]["clip"].to_numpy()
+        np.testing.assert_array_equal(data.clips(split)[rows], base.clips(split))
+    # the same seed draws the same views
+    sample(cfg, raw, tmp_path / "again")
+    np.testing.assert_array_equal(FrameData.open(tmp_path / "again").clips("train"), data.clips("train"))

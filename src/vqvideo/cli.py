@@ -21,7 +21,10 @@ from vqvideo.stages import STAGES
 
 log = logging.getLogger("vqvideo")
 
-EXTRA_COMMANDS = {"apply-best": "vqvideo.stages.tune:apply_best_main"}
+EXTRA_COMMANDS = {
+    "apply-best": "vqvideo.stages.tune:apply_best_main",
+    "footage": "vqvideo.data.footage:main",
+}
 EXIT_USER_ERROR = 2  # a VQVideoError: the input is at fault
 EXIT_BUG = 1  # anything else
 
@@ -51,6 +54,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from vqvideo.stages import tune
 
         tune.add_apply_arguments(p)
+    p = sub.add_parser("footage", help="film scikit-image's photos as camera pans and zooms: real footage to try")
+    _common(p)
+    if command in (None, "footage"):
+        from vqvideo.data import footage
+
+        footage.add_arguments(p)
     return parser
 
 

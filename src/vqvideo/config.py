@@ -71,11 +71,20 @@ class SampleConfig(Section):
     channels: Literal[1, 3] = 1
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
+    # video: whole videos per split; time: each video cut into train | val | test segments in
+    # time order; auto: time when fewer than TIME_SPLIT_BELOW usable videos
+    split: Literal["auto", "video", "time"] = "auto"
+    augment: int = Field(0, ge=0)  # extra random crop views of each train clip (footage: 3-6)
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # a view's side, as a fraction of the frame's short side
+    flip: bool = False  # views may be mirrored left-right (not for digits or text)
     seed: int = 0
     workers: int = Field(0, ge=0)  # 0: all cores
 
     @model_validator(mode="after")
     def _fractions(self):
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError("sample.crop_scale must be [low, high] with 0 < low <= high <= 1")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("sample.val_fraction + sample.test_fraction must be below 1")
         if self.size % 8:

@@ -18,9 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vqvideo.data.splits import SPLITS  # noqa: F401 - re-exported for the stages
 from vqvideo.data.video import FULL_RANGE, VideoError, open_video, quiet_opencv
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -113,15 +112,15 @@ class ClipPlan:
         last = min(n_clips - 1, k // self.stride)
         return range(first, last + 1)
 
-    def times(self, n_clips: int) -> list[int]:
-        """For each kept frame up to the last one a clip needs: how many clips hold it
-        (len(slots(k, n_clips)) for every k at once; 0 in a gap between clips)."""
+    def times(self, n_clips: int, first: int = 0) -> list[int]:
+        """For each kept frame up to the last one clips first .. first + n_clips - 1 need: how
+        many of those clips hold it (0: in a gap between clips, or before the first)."""
         if n_clips <= 0:
             return []
-        length, stride = self.length, self.stride
+        length, stride, last = self.length, self.stride, first + n_clips - 1
         return [
-            max(0, min(n_clips - 1, k // stride) - max(0, -((length - 1 - k) // stride)) + 1)
-            for k in range((n_clips - 1) * stride + length)
+            max(0, min(last, k // stride) - max(first, -((length - 1 - k) // stride)) + 1)
+            for k in range(last * stride + length)
         ]
 
     def start_frame(self, clip: int) -> int:
@@ -211,11 +210,49 @@ class PixelSums:
         return [self._moments(self.n, s, ss) for s, ss in zip(self.s, self.ss)]
 
 
-def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: int = 0) -> PixelSums:  # noqa: ANN001
-    """Decode `path` once and hand each of its first `n_clips` clips to `sink(clip, frames)`,
-    `frames` being the clip's T frames in order, each a (C, H, W) uint8 array; return the sums
-    of the pixels handed over (a frame in two overlapping clips counts twice, as it does in
-    the arrays).
+@dataclass(frozen=True)
+class View:
+    """A random camera on a clip, for augmentation: a square of `scale` times the frame's short
+    side at relative position (x, y) in [0, 1] (0: left/top edge), mirrored left-right if
+    `flip`; one box for all of a clip's frames, so the clip's motion stays what it was."""
+
+    scale: float
+    x: float
+    y: float
+    flip: bool
+
+    def shrink(self, height: int, width: int, size: int) -> tuple[int, int, Shrink]:
+        side = max(1, int(round(self.scale * min(height, width))))
+        x0 = int(round(self.x * (width - side)))
+        y0 = int(round(self.y * (height - side)))
+        return y0, x0, Shrink.of(side, side, size)
+
+    def __call__(self, frame: np.ndarray, size: int, cache: dict) -> np.ndarray:
+        key = frame.shape[:2]
+        if key not in cache:
+            cache[key] = self.shrink(*key, size)
+        y0, x0, shrink = cache[key]
+        small = shrink(frame[y0:, x0:])
+        return np.ascontiguousarray(small[:, ::-1]) if self.flip else small
+
+
+def draw_views(rng: np.random.Generator, count: int, scale: tuple[float, float], flip: bool) -> list[View]:
+    return [
+        View(float(rng.uniform(*scale)), float(rng.uniform()), float(rng.uniform()), bool(flip and rng.uniform() < 0.5))
+        for _ in range(count)
+    ]
+
+
+def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: int = 0,  # noqa: ANN001
+                 first_clip: int = 0, views: list[list[View]] | None = None) -> PixelSums:
+    """Decode `path` once and hand clips first_clip .. first_clip + n_clips - 1 to
+    `sink(row, frames)`, clip first_clip + j as row j, `frames` being the clip's T frames in
+    order, each a (C, H, W) uint8 array; return the sums of the pixels handed over (a frame in
+    two overlapping clips counts twice, as it does in the arrays). Frames before the first clip
+    are decoded and passed over.
+
+    `views[j]`: for clip j, V augmented views (the same V for every clip), each cropped from the
+    full-resolution frame and handed over as row n_clips + j * V + v after the plain clips.
 
     The frames live in a ring of T reused buffers: the sink must copy or write them out
     before returning. Raises VideoError when the video ends before its last clip.
@@ -233,8 +270,11 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: 
     cap, table = open_video(path, gray=gray, threads=threads)
     length, stride = plan.length, plan.stride
     ring = np.empty((length, *plan.frame_shape), np.uint8)  # (T, C, H, W): the last T kept frames
-    times = plan.times(n_clips)  # per kept frame: how many clips hold it (0: decode only)
-    clip_ending = {c * stride + length - 1: c for c in range(n_clips)}  # kept frame -> clip
+    times = plan.times(n_clips, first_clip)  # per kept frame: how many clips hold it (0: decode only)
+    clip_ending = {(first_clip + j) * stride + length - 1: j for j in range(n_clips)}  # kept frame -> row
+    n_views = len(views[0]) if views else 0
+    open_views: dict[int, np.ndarray] = {}  # row j -> (V, T, C, H, W): its views, filling up
+    crops: dict = {}  # view -> {frame shape: its crop}
     skip = plan.interval - 1  # frames between kept ones: decoded, never converted
     buf = None  # the decoder's frame, reused: a 4K BGR frame is 25 MB
     shape = shrink = store = None
@@ -262,11 +302,26 @@ def sample_video(path: str | Path, plan: ClipPlan, n_clips: int, sink, threads: 
                         shrink = _as_is  # already size x size: no crop, no resize
                     store = _storer(buf, gray, table)
                 store(shrink(buf), ring[k % length])
+                if n_views:
+                    for c in plan.slots(k, first_clip + n_clips):
+                        if c < first_clip:
+                            continue
+                        j = c - first_clip
+                        block = open_views.get(j)
+                        if block is None:
+                            block = open_views[j] = np.empty((n_views, *plan.clip_shape), np.uint8)
+                        for v, view in enumerate(views[j]):
+                            store(view(buf, plan.size, crops.setdefault(view, {})), block[v, k - c * stride])
                 c = clip_ending.get(k)
                 if c is not None:  # the ring holds exactly this clip: one write, one count
                     first = k - length + 1
                     sink(c, [ring[(first + i) % length] for i in range(length)])
                     sums.add(ring)
+                    if n_views:
+                        block = open_views.pop(c)
+                        for v in range(n_views):
+                            sink(n_clips + c * n_views + v, list(block[v]))
+                            sums.add(block[v])
     finally:
         cap.release()
     return sums
@@ -324,33 +379,3 @@ def _splits_in_place() -> bool:
     out = np.zeros((3, 2, 2), np.uint8)
     cv2.split(bgr, [out[2], out[1], out[0]])
     return bool((out == bgr[..., ::-1].transpose(2, 0, 1)).all())
-
-
-def assign_splits(
-    videos: list[str], hints: list[str], val_fraction: float, test_fraction: float, seed: int
-) -> list[str]:
-    """Split by video: a video's clips all land in one split.
-
-    A split some videos are hinted into (synthetic data puts its held-out digits in test) is
-    taken as the source's decision: no other video is added to it, so its content stays apart
-    from train. The other splits are drawn from the remaining videos with exact quotas
-    (round(fraction * n), at least one when the fraction is positive and there are >= 3
-    videos), in an order fixed by `seed` and the videos' paths, not by listing order.
-    """
-    n = len(videos)
-    out = [h if h in SPLITS else "" for h in hints]
-    quota = {}
-    for s, frac in (("test", test_fraction), ("val", val_fraction)):
-        q = int(round(frac * n))
-        if q == 0 and frac > 0 and n >= 3:
-            q = 1
-        quota[s] = 0 if s in out else q
-    free = sorted((i for i, s in enumerate(out) if not s), key=lambda i: videos[i])
-    order = np.random.default_rng(seed).permutation(len(free))
-    cursor = 0
-    for s in ("test", "val"):
-        take = min(quota[s], max(0, len(free) - cursor - 1))  # always leave train a video
-        for j in order[cursor : cursor + take]:
-            out[free[j]] = s
-        cursor += take
-    return [s or "train" for s in out]

@@ -15,15 +15,15 @@ from tqdm import tqdm
 
 from vqvideo.config import SampleConfig
 from vqvideo.data.clips import (
-    SPLITS,
     ClipPlan,
     NpyRows,
     PixelSums,
-    assign_splits,
     create_array,
     data_offset,
+    draw_views,
     sample_video,
 )
+from vqvideo.data.splits import SPLITS, TIME_SPLIT_BELOW, assign_splits, time_segments
 from vqvideo.data.video import VideoError
 from vqvideo.errors import MissingInputError, VQVideoError
 from vqvideo.io import staging_dir
@@ -32,7 +32,9 @@ from vqvideo.utils import pool_context, resolve_workers
 log = logging.getLogger(__name__)
 
 VIDEO_COLUMNS = ["path", "source", "split", "frames", "clips", "status", "skipped_by", "reason"]
-INDEX_COLUMNS = ["split", "clip", "video", "start_frame", "end_frame", "frame_interval"]
+# view 0: the plain centre crop; 1..augment: a random crop (crop_* relative, see clips.View)
+INDEX_COLUMNS = ["split", "clip", "video", "start_frame", "end_frame", "view", "crop_scale", "crop_x",
+                 "crop_y", "flip", "frame_interval"]
 
 
 def plan_of(cfg: SampleConfig) -> ClipPlan:
@@ -41,10 +43,11 @@ def plan_of(cfg: SampleConfig) -> ClipPlan:
 
 def _run(job: tuple) -> tuple[int, PixelSums | None, str]:
     """Decode one video into its reserved rows; return (job id, pixel sums, error)."""
-    job_id, video, array_path, offset, first_row, n_clips, plan, threads = job
+    job_id, video, array_path, offset, first_row, first_clip, n_clips, views, plan, threads = job
     rows = NpyRows(array_path, offset, first_row, plan.clip_shape)
     try:
-        return job_id, sample_video(video, plan, n_clips, rows, threads=threads), ""
+        return job_id, sample_video(video, plan, n_clips, rows, threads=threads, first_clip=first_clip,
+                                    views=views), ""
     except VideoError as err:
         return job_id, None, str(err)
     except Exception as err:  # noqa: BLE001 - a decoder crash must not lose the other videos
@@ -100,33 +103,56 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
             f"{cfg.frame_interval}; lower sample.clip_length or sample.frame_interval"
         )
     videos["split"] = np.where(ok, videos.split, "")
-    videos.loc[ok, "split"] = assign_splits(
-        list(videos.path[ok]), list(videos.split[ok]), cfg.val_fraction, cfg.test_fraction, cfg.seed
-    )
-    if not ((videos.split == "train") & ok).any():
+    usable = [int(i) for i in np.flatnonzero(ok)]
+    paths, clips, frames = list(videos.path), list(videos.clips), list(videos.frames)
+    hinted = any(videos.split[i] in SPLITS for i in usable)  # the source chose (synthetic test digits)
+    by_time = cfg.split == "time" or (cfg.split == "auto" and len(usable) < TIME_SPLIT_BELOW and not hinted)
+    if by_time:
+        segments = {i: time_segments(clips[i], plan, cfg.val_fraction, cfg.test_fraction) for i in usable}
+        videos.loc[ok, "split"] = "time"
+        log.info("sample: %d usable video(s)%s: each is split by time into %s", len(usable),
+                 f" (fewer than {TIME_SPLIT_BELOW})" if cfg.split == "auto" else "",
+                 "; ".join(f"{paths[i]}: " + ", ".join(f"{s} clips {f}-{f + n - 1}" for s, f, n in segments[i])
+                           for i in usable))
+    else:
+        videos.loc[ok, "split"] = assign_splits(
+            list(videos.path[ok]), list(videos.split[ok]), cfg.val_fraction, cfg.test_fraction, cfg.seed
+        )
+        segments = {i: [(videos.split[i], 0, clips[i])] for i in usable}
+    if not any(s == "train" and n for i in usable for s, _, n in segments[i]):
         raise VQVideoError(
             "no video is left for the train split (every usable video is held out for test); "
             "collect more videos or lower collect.test_fraction"
         )
 
     with staging_dir(out_dir) as tmp:
-        jobs, index_rows = [], []
-        paths, clips, frames = list(videos.path), list(videos.clips), list(videos.frames)
-        split_of = dict(enumerate(videos.split))
-        usable = [int(i) for i in np.flatnonzero(ok)]
+        jobs, index_rows, job_video, job_split, job_frames = [], [], {}, {}, {}
         for split in SPLITS:
-            vids = [i for i in usable if split_of[i] == split]
+            parts = [(i, f, n) for i in usable for s, f, n in segments[i] if s == split and n]
+            n_views = cfg.augment if split == "train" else 0
             array = tmp / f"{split}.npy"
-            create_array(array, sum(clips[i] for i in vids), plan.clip_shape)
+            create_array(array, sum(n * (1 + n_views) for _, _, n in parts), plan.clip_shape)
             offset, row = data_offset(array), 0
-            for i in vids:
-                jobs.append((i, str(raw_dir / paths[i]), str(array), offset, row, clips[i], plan))
-                for c in range(clips[i]):
-                    start = plan.start_frame(c)
-                    index_rows.append((split, row + c, paths[i], start, start + (plan.length - 1) * plan.interval))
-                row += clips[i]
+            for i, first, n in parts:
+                views = [draw_views(np.random.default_rng([cfg.seed, i, first + j]), n_views, cfg.crop_scale, cfg.flip)
+                         for j in range(n)] if n_views else None
+                job = len(jobs)
+                job_video[job], job_split[job] = i, split
+                job_frames[job] = min(frames[i], ((first + n - 1) * plan.stride + plan.length) * plan.interval)
+                jobs.append((job, str(raw_dir / paths[i]), str(array), offset, row, first, n, views, plan))
+                span = [(plan.start_frame(first + j), plan.start_frame(first + j) + (plan.length - 1) * plan.interval)
+                        for j in range(n)]
+                for j, (start, end) in enumerate(span):
+                    index_rows.append((split, row + j, paths[i], start, end, 0, 1.0, 0.5, 0.5, False))
+                for j, (start, end) in enumerate(span):
+                    for v, view in enumerate(views[j] if views else []):
+                        index_rows.append((split, row + n + j * n_views + v, paths[i], start, end, v + 1,
+                                           round(view.scale, 4), round(view.x, 4), round(view.y, 4), view.flip))
+                row += n * (1 + n_views)
+        index_rows.sort(key=lambda r: (SPLITS.index(r[0]), r[1]))
 
-        sums, failed = _decode_all(jobs, {i: frames[i] for i in usable}, split_of, plan.channels, workers)
+        sums, failed = _decode_all(jobs, job_frames, job_split, plan.channels, workers)
+        failed = {job_video[j]: reason for j, reason in failed.items()}
         if failed:  # a decoder disagreed with the manifest: drop that video everywhere
             for vid, reason in failed.items():
                 log.warning("sample: skipping %s: %s", paths[vid], reason)
@@ -138,7 +164,7 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
         index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS[:-1])
         index["frame_interval"] = cfg.frame_interval
         videos.loc[videos.status != "ok", "clips"] = 0
-        stats = _stats(cfg, plan, index, videos, sums)
+        stats = _stats(cfg, plan, index, videos, sums, "time" if by_time else "video")
         # Plain writes: the staging folder as a whole is swapped in atomically, so the files in
         # it need no atomic rename (nor an fsync each) of their own.
         index.to_csv(tmp / "index.csv", index=False)
@@ -155,7 +181,7 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
 def _decode_all(
     jobs: list[tuple], frames: dict[int, int], split_of: dict[int, str], channels: int, workers: int
 ) -> tuple[dict[str, PixelSums], dict[int, str]]:
-    """Run every job (serially or over `workers` processes); ({split: sums}, {video: error})."""
+    """Run every job (serially or over `workers` processes); ({split: sums}, {job: error})."""
     # Longest first: with few long videos the last one to start is short, so workers finish together.
     jobs = sorted(jobs, key=lambda j: -frames[j[0]])
     parallel = workers > 1 and len(jobs) > 1
@@ -195,14 +221,16 @@ def _decode_all(
 
 
 def _stats(cfg: SampleConfig, plan: ClipPlan, index: pd.DataFrame, videos: pd.DataFrame,
-           sums: dict[str, PixelSums]) -> dict:
+           sums: dict[str, PixelSums], split_by: str) -> dict:
     mean, std = sums["train"].moments()
     per_channel = sums["train"].channel_moments()
     ok = videos.status == "ok"
     n_clips = index.split.value_counts()
     stats = {
         "clips": {s: int(n_clips.get(s, 0)) for s in SPLITS},
-        "videos": {s: int((ok & (videos.split == s)).sum()) for s in SPLITS},
+        "split_by": split_by,  # video: whole videos per split | time: segments of each video
+        "videos": {s: int(index.video[index.split == s].nunique()) for s in SPLITS},
+        "views": {s: int((index.split == s).sum() - (index[index.split == s].view == 0).sum()) for s in SPLITS},
         "frames": {s: int(n_clips.get(s, 0)) * cfg.clip_length for s in SPLITS},
         "skipped_videos": int((~ok).sum()),
         # pixels in [0, 1] over every frame of every train clip (what a training loop sees)
