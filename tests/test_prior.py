@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_params_dict
 from vqvideo.models import layers as Ly
-from vqvideo.models.prior import apply_hints, running_velocity, update_velocity
+from vqvideo.models.prior import apply_hints, kinematics, running_velocity, update_velocity
 
 
 def blob(x: int, y: int, size: int = 48, w: int = 10, h: int = 12, level: float = 1.0) -> torch.Tensor:
@@ -134,3 +134,21 @@ def test_the_frozen_vqvae_stays_frozen_while_the_prior_trains(tiny_data):
     assert {"position", "last_px", "still_last_px", "action_ce", "rollout_mse_frame"} <= rows[-1].keys()
     assert result.model.step_head[-1].weight.abs().sum() > 0  # the learned step moved off zero
     assert not any(k.startswith("vqvae.") for k in result.model.learned_state())
+
+
+def test_a_scene_has_no_walls_an_object_does():
+    """A camera pan's state is its motion, not where it stands against the anchor frame: read
+    as walls, the anchor (the last seen frame in a rollout) taught the prior to turn pans back."""
+    boxes = torch.tensor([[[0.0, 0.0, 63.0, 63.0]], [[20.0, 20.0, 40.0, 40.0]]])  # (B=2, L=1, 4)
+    scene = torch.tensor([True, False])
+    valid = torch.ones(2, 1, dtype=torch.bool)
+    steps = torch.full((2, 1, 3, 2), 1.5)
+
+    def state(offset: float) -> torch.Tensor:
+        disp = torch.tensor([0.0, 1.5, 3.0])[None, None, :, None].expand(2, 1, 3, 2) + offset
+        return kinematics(boxes, disp, steps, scene, valid, (64, 64), 8.0)
+
+    near, far = state(0.0), state(10.0)
+    torch.testing.assert_close(near[0], far[0])  # the scene: the same state wherever it stands
+    assert not torch.allclose(near[1], far[1])  # the digit: 10 px closer to a wall is another state
+    assert (near[0, ..., :8] == 0).all() and (near[0, ..., 8:12] != 0).any()  # its steps still count

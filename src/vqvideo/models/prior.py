@@ -101,6 +101,10 @@ def kinematics(boxes: Tensor, disp: Tensor, steps: Tensor, scene: Tensor, valid:
     # the ink may not fill) meets one, and its centre tells that alike for every object
     walls = torch.stack([x0[..., None] + dx, y0[..., None] + dy, w - (x1[..., None] + dx),
                          h - (y1[..., None] + dy), cx, cy, w - cx, h - cy], -1) / unit
+    # A scene (the whole frame, moved by the camera) has no walls: where it stands against the
+    # anchor frame, which is the last seen one in a rollout and any frame in training, says
+    # nothing about where the camera goes next (read as walls, it taught the prior to turn back).
+    walls = walls.masked_fill(scene[:, None, None, None], 0.0)
     flags = torch.stack([scene[:, None].expand_as(valid), valid], -1).float()[:, :, None].expand(-1, -1, disp.shape[2], -1)
     return torch.cat([walls, steps / STEP_SCALE, velocity / STEP_SCALE, flags], -1)
 
