@@ -18,7 +18,7 @@ import argparse
 import importlib.util
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -128,7 +128,7 @@ def film_frames(film: Film, frames: int, seed: int) -> np.ndarray:
         photo = cv2.resize(photo, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
     ph, pw = photo.shape[:2]
     path = camera_path(film, frames, (ph, pw), rng)
-    win_h = view * ph if shrink < 1 else film.height
+    win_h = view * ph  # the unzoomed window's height in the (shrunk) photo, as in camera_path
     out = np.empty((frames, film.height, film.width, 3), np.uint8)
     for i, (cx, cy, scale) in enumerate(path):
         s = film.height / (win_h / scale)  # output pixels per photo pixel
@@ -148,7 +148,7 @@ def make_footage(out: str | Path, videos: int = 6, frames: int = 240, seed: int 
     for i in tqdm(range(videos), desc="footage", unit="video"):
         base = FILMS[i % len(FILMS)]
         # past the table: the same photos, turned to other directions
-        film = base if i < len(FILMS) else Film(**{**asdict(base), "angle": (base.angle + 97.0 * (i // len(FILMS))) % 360})
+        film = replace(base, angle=(base.angle + 97.0 * (i // len(FILMS))) % 360) if i >= len(FILMS) else base
         name = f"{i:02d}_{Path(film.photo).stem}_{film.kind}.mp4"
         write_video(out / name, film_frames(film, frames, seed + i), fps, codec=MP4V)
         rows.append({"file": name, **asdict(film), "frames": frames, "fps": fps, "seed": seed + i})

@@ -149,7 +149,6 @@ def sample(cfg: SampleConfig, raw_dir: Path, out_dir: Path, workers: int = 1) ->
                         index_rows.append((split, row + n + j * n_views + v, paths[i], start, end, v + 1,
                                            round(view.scale, 4), round(view.x, 4), round(view.y, 4), view.flip))
                 row += n * (1 + n_views)
-        index_rows.sort(key=lambda r: (SPLITS.index(r[0]), r[1]))
 
         sums, failed = _decode_all(jobs, job_frames, job_split, plan.channels, workers)
         failed = {job_video[j]: reason for j, reason in failed.items()}
@@ -230,7 +229,7 @@ def _stats(cfg: SampleConfig, plan: ClipPlan, index: pd.DataFrame, videos: pd.Da
         "clips": {s: int(n_clips.get(s, 0)) for s in SPLITS},
         "split_by": split_by,  # video: whole videos per split | time: segments of each video
         "videos": {s: int(index.video[index.split == s].nunique()) for s in SPLITS},
-        "views": {s: int((index.split == s).sum() - (index[index.split == s].view == 0).sum()) for s in SPLITS},
+        "views": {s: int(((index.split == s) & (index.view > 0)).sum()) for s in SPLITS},
         "frames": {s: int(n_clips.get(s, 0)) * cfg.clip_length for s in SPLITS},
         "skipped_videos": int((~ok).sum()),
         # pixels in [0, 1] over every frame of every train clip (what a training loop sees)
