@@ -126,7 +126,8 @@ def test_metrics_json_has_the_contract_keys(evaluated):
     assert {"samples", "best_of_n_mse_frame", "mean_mse_frame", "copy_first_mse_frame", "ink_last",
             "sharpness_last", "speed_ratio", "diversity"} <= m["generation"].keys()
     assert {"mse_frame", "copy_first_mse_frame", "digit_accuracy_last", "position_error_last"} <= m["conditioned"].keys()
-    assert {"speed_mean", "label_speed_mean", "speed_ratio", "quadrant_min", "into_wall_fraction"} <= m["action"].keys()
+    assert {"speed_mean", "label_speed_mean", "speed_ratio", "quadrant_min", "into_wall_fraction",
+            "real_into_wall_fraction"} <= m["action"].keys()
     assert m["generation"]["samples"] == 3
     assert m["generation"]["best_of_n_mse_frame"] <= m["generation"]["mean_mse_frame"]
     for k in ("digit_accuracy_last", "real_digit_accuracy_last"):

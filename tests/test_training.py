@@ -105,3 +105,23 @@ def test_diverging_loss_stops_with_step_and_keeps_checkpoint(tiny_data, tmp_path
     state = torch.load(ckpt, weights_only=True)
     assert state["step"] == step  # the last good step's checkpoint is kept
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_checkpoint_of_another_model_layout_starts_afresh_and_the_prior_code_is_in_its_fingerprint(tmp_path):
+    """Same params, other code: a checkpoint whose weights do not fit the model (a layer added)
+    is not loaded, and a changed source file of the prior changes the fingerprint a finished
+    checkpoint is resumed under, so new code never takes over old weights."""
+    from vqvideo.config import source_fingerprint
+    from vqvideo.training import LoopSpec, TrainLoop
+
+    spec = LoopSpec(steps=4, lr=1e-3, weight_decay=0.0, warmup_steps=0, min_lr_ratio=1.0, grad_clip=0.0,
+                    eval_every=100, log_every=100, checkpoint_every=2)
+    ckpt = tmp_path / "last.pt"
+    old = TrainLoop("m", torch.nn.Linear(3, 2), spec, ckpt, "fp")
+    old.step = 4
+    old.save()
+    grown = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    assert TrainLoop("m", grown, spec, ckpt, "fp").try_resume() == 0
+    assert TrainLoop("m", torch.nn.Linear(3, 2), spec, ckpt, "fp").try_resume() == 4
+    assert source_fingerprint("models.prior") != source_fingerprint("models.motion")
+    assert source_fingerprint("models.prior", "models.motion") == source_fingerprint("models.prior", "models.motion")

@@ -187,6 +187,19 @@ def conditioned_eval(vqvae, prior, x: Tensor, labels: pd.DataFrame, reader, size
     return m, steps_df, gen
 
 
+def into_wall(layers: Ly.Layers, steps: Tensor) -> tuple[Tensor, Tensor]:
+    """Object layers whose box touches the frame's edge (within a pixel), and of those, which
+    step (B, L, 2) drives on into that edge by more than half a pixel: (M,) bools each."""
+    valid = layers.valid & ~layers.scene[:, None]
+    step, boxes = steps[valid], layers.boxes()[valid]
+    h, w = layers.masks.shape[-2:]
+    at_left, at_right = boxes[:, 0] <= 1, boxes[:, 2] >= w - 1
+    at_top, at_bottom = boxes[:, 1] <= 1, boxes[:, 3] >= h - 1
+    into = (at_left & (step[:, 0] < -0.5)) | (at_right & (step[:, 0] > 0.5)) | \
+        (at_top & (step[:, 1] < -0.5)) | (at_bottom & (step[:, 1] > 0.5))
+    return at_left | at_right | at_top | at_bottom, into
+
+
 @torch.no_grad()
 def action_eval(vqvae, prior, x: Tensor, samples: int, seed: int, labels: pd.DataFrame | None) -> tuple[dict, dict]:  # noqa: ANN001
     """The action prior's drawn first steps for the layers of each clip's first frame.
@@ -202,19 +215,19 @@ def action_eval(vqvae, prior, x: Tensor, samples: int, seed: int, labels: pd.Dat
     valid = layers.valid & ~layers.scene[:, None]
     step = steps[valid]  # (M, 2)
     speed = step.norm(dim=-1)
-    boxes = layers.boxes()[valid]  # (M, 4)
-    h, w = layers.masks.shape[-2:]
-    at_left, at_right = boxes[:, 0] <= 1, boxes[:, 2] >= w - 1
-    at_top, at_bottom = boxes[:, 1] <= 1, boxes[:, 3] >= h - 1
-    into = (at_left & (step[:, 0] < -0.5)) | (at_right & (step[:, 0] > 0.5)) | \
-        (at_top & (step[:, 1] < -0.5)) | (at_bottom & (step[:, 1] > 0.5))
-    at_wall = at_left | at_right | at_top | at_bottom
+    at_wall, into = into_wall(layers, steps)
     quad = [float(((step[:, 0] >= 0) & (step[:, 1] < 0)).float().mean()), float(((step[:, 0] < 0) & (step[:, 1] < 0)).float().mean()),
             float(((step[:, 0] < 0) & (step[:, 1] >= 0)).float().mean()), float(((step[:, 0] >= 0) & (step[:, 1] >= 0)).float().mean())]
+    # the same measure on the real clips' first steps (the layers of frame 0 tracked into frame 1):
+    # a digit whose halo touches the frame's edge may still have a pixel or two to go
+    real_layers = Ly.segment(x[:, 0], prior.cfg.max_layers, x[:, 1], prior.cfg.motion_radius)
+    real_disp, _ = Ly.track(x[:, :2], torch.zeros(len(x), dtype=torch.long), real_layers, prior.cfg.motion_radius)
+    real_at, real_into = into_wall(real_layers, real_disp[:, :, 1] - real_disp[:, :, 0])
     m = {"layers": int(valid.sum()), "speed_mean": float(speed.mean()) if len(speed) else None,
          "quadrant_min": min(quad) if len(speed) else None,
          "at_wall": int(at_wall.sum()),
-         "into_wall_fraction": float(into[at_wall].float().mean()) if bool(at_wall.any()) else None}
+         "into_wall_fraction": float(into[at_wall].float().mean()) if bool(at_wall.any()) else None,
+         "real_into_wall_fraction": float(real_into[real_at].float().mean()) if bool(real_at.any()) else None}
     raw = {"drawn": speed.numpy()}
     if labels is not None and len(labels):
         first = labels[(labels.step == 0) & (labels["clip"] < len(x))]

@@ -361,6 +361,17 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def source_fingerprint(*modules: str) -> str:
+    """A short hash of the source of the named vqvideo modules (dotted, under `vqvideo.`): a
+    checkpoint written by other code (a finished one included) is never resumed as if it fit."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(name.encode())
+        h.update(root.joinpath(*name.split(".")).with_suffix(".py").read_bytes())
+    return h.hexdigest()[:16]
+
+
 def section_params(params: Params, *sections: str) -> dict[str, Any]:
     """`section.key -> value` for the named sections only."""
     return {k: v for k, v in flat(params).items() if k.split(".", 1)[0] in sections}

@@ -110,6 +110,7 @@ def glyph_boxes(labels: pd.DataFrame, n: int, max_layers: int, size: int, shape:
     import torch
 
     from vqvideo.data.synthetic import load_digit_bank
+    from vqvideo.models.layers import HALO, INK
 
     bank = load_digit_bank(size)
     h, w = shape
@@ -119,12 +120,14 @@ def glyph_boxes(labels: pd.DataFrame, n: int, max_layers: int, size: int, shape:
     for r in labels[labels.step == 0].itertuples(index=False):
         if r.digit >= max_layers or r.clip >= n:
             continue
-        glyph = cv2.dilate((bank.images[int(r.digit_image)] > 255 * 0.05).astype(np.uint8), np.ones((3, 3), np.uint8))
         x0, y0 = int(round(r.x)), int(round(r.y))
-        for out, img in ((masks, glyph), (ink, bank.images[int(r.digit_image)] / 255.0)):
-            canvas = np.zeros((h + 2 * size, w + 2 * size), np.float32)
-            canvas[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size] = img
-            out[r.clip, r.digit] = torch.from_numpy(canvas[size : size + h, size : size + w])
+        canvas = np.zeros((h + 2 * size, w + 2 * size), np.float32)
+        canvas[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size] = bank.images[int(r.digit_image)] / 255.0
+        own = canvas[size : size + h, size : size + w]
+        ink[r.clip, r.digit] = torch.from_numpy(own.copy())
+        # the mask the segmentation gives the digit alone: its ink with the halo, cut at the frame
+        halo = np.ones((2 * HALO + 1, 2 * HALO + 1), np.uint8)
+        masks[r.clip, r.digit] = torch.from_numpy(cv2.dilate((own > INK).astype(np.uint8), halo).astype(np.float32))
         steps[r.clip, r.digit] = torch.tensor([r.vx, r.vy], dtype=torch.float32)
     return masks, ink, steps
 

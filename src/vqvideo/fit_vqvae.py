@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from vqvideo import distributed
-from vqvideo.config import ModelConfig, TrainConfig, fingerprint
+from vqvideo.config import ModelConfig, TrainConfig, fingerprint, source_fingerprint
 from vqvideo.data.frames import FrameData, frames_of, to_float, to_tensor
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
@@ -59,7 +59,8 @@ def run_fingerprint(model_cfg: ModelConfig, train_cfg: TrainConfig, data: FrameD
     device = resolve_device(train_cfg.device)
     dtype = resolve_precision(train_cfg.precision, device)
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
-    return fingerprint(model_cfg, train_cfg.model_copy(update=loop_only), data.fingerprint, str(dtype))
+    code = source_fingerprint("models.vqvae", "models.quantizer", "models.blocks", "fit_vqvae")
+    return fingerprint(model_cfg, train_cfg.model_copy(update=loop_only), data.fingerprint, str(dtype), code)
 
 
 def train(

@@ -87,7 +87,8 @@ def _still_image_section(m: dict) -> list[str]:
                 f"| `action.quadrant_min` | {_num(a['quadrant_min'], '.3f')} | the least used of the four directions "
                 "(0.25: all alike) |",
                 f"| `action.into_wall_fraction` | {_num(a['into_wall_fraction'], '.3f')} | of {a['at_wall']} layers "
-                "touching a wall, the share drawn to move further into it |"]
+                "touching a wall, the share whose first step goes further into it (the real clips' first steps: "
+                f"{_num(a.get('real_into_wall_fraction'), '.3f')}) |"]
     if c:
         out += [f"| `conditioned.mse_frame` | {_num(c['mse_frame'], '.1f')} | one frame + each digit's labelled "
                 f"motion ({_num(c['ratio_to_copy_first'], '.2f')}x copying the frame) |",

@@ -134,6 +134,11 @@ class TrainLoop:
         if state.get("fingerprint") != self.fingerprint:
             log.info("%s: checkpoint %s is from other params or data; starting afresh", self.name, self.checkpoint)
             return 0
+        shapes = lambda sd: {k: tuple(v.shape) for k, v in sd.items()}  # noqa: E731
+        if shapes(state["model"]) != shapes(self.model.state_dict()):
+            log.info("%s: checkpoint %s holds another model's weights (the code changed); starting afresh",
+                     self.name, self.checkpoint)
+            return 0
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -48,18 +48,31 @@ class Layers:
 
     def boxes(self) -> Tensor:
         """(B, L, 4) bounding boxes (x0, y0, x1, y1) in pixels, x1/y1 exclusive; 0 where empty."""
-        b, n, h, w = self.masks.shape
-        cols, rows = self.masks.amax(2) > 0, self.masks.amax(3) > 0  # (B, L, W), (B, L, H)
+        return mask_boxes(self.masks)
 
-        def span(any_: Tensor, size: int) -> tuple[Tensor, Tensor]:
-            idx = torch.arange(size, device=any_.device).expand_as(any_)
-            lo = torch.where(any_, idx, size).amin(-1)
-            hi = torch.where(any_, idx + 1, 0).amax(-1)
-            return torch.where(hi > 0, lo, 0), hi
+    def ink_boxes(self, anchor: Tensor) -> Tensor:
+        """(B, L, 4) the boxes of each layer's own ink in the anchor frame (B, C, H, W), without
+        the halo (which the frame's edge clips: the ink's box is where an object's extent shows
+        alike wherever it stands); the layer's box where it has no ink above INK."""
+        own = self.content if self.content is not None else anchor.float()[:, None] * self.masks[:, :, None]
+        ink = mask_boxes((gray_of(own) > INK).float() * self.masks)
+        return torch.where((ink[..., 2:] > ink[..., :2]).all(-1, keepdim=True), ink, self.boxes())
 
-        x0, x1 = span(cols, w)
-        y0, y1 = span(rows, h)
-        return torch.stack([x0, y0, x1, y1], -1).float()
+
+def mask_boxes(masks: Tensor) -> Tensor:
+    """(B, L, H, W) masks -> (B, L, 4) their bounding boxes (x0, y0, x1, y1), x1/y1 exclusive; 0 where empty."""
+    b, n, h, w = masks.shape
+    cols, rows = masks.amax(2) > 0, masks.amax(3) > 0  # (B, L, W), (B, L, H)
+
+    def span(any_: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        idx = torch.arange(size, device=any_.device).expand_as(any_)
+        lo = torch.where(any_, idx, size).amin(-1)
+        hi = torch.where(any_, idx + 1, 0).amax(-1)
+        return torch.where(hi > 0, lo, 0), hi
+
+    x0, x1 = span(cols, w)
+    y0, y1 = span(rows, h)
+    return torch.stack([x0, y0, x1, y1], -1).float()
 
 
 def gray_of(frames: Tensor) -> Tensor:
@@ -140,7 +153,8 @@ CLEARLY = 0.005  # by this much lower cost
 
 def _components(ink: np.ndarray, groups: np.ndarray, max_layers: int) -> np.ndarray:
     """(H, W) uint8 0/1 ink and motion groups -> (L, H, W) float32 masks of the largest
-    pieces (connected, and of one motion); the rest join the nearest kept piece."""
+    pieces (connected, and of one motion) of at least MIN_GROUP px; the rest join the nearest
+    kept piece."""
     pieces, centres, areas = [], [], []
     for g in np.unique(groups[ink > 0]):
         n, labels, stats, cent = cv2.connectedComponentsWithStats(((groups == g) & (ink > 0)).astype(np.uint8),
@@ -150,12 +164,16 @@ def _components(ink: np.ndarray, groups: np.ndarray, max_layers: int) -> np.ndar
             centres.append(cent[lab])
             areas.append(stats[lab, cv2.CC_STAT_AREA])
     order = np.argsort(-np.asarray(areas), kind="stable")
-    kept = order[:max_layers]
+    # a speck (a few pixels a threshold or a motion split cut off an object) is not an object
+    # of its own: it joins the nearest one, and leaves the layer for a real one
+    big = [k for k in order if areas[k] >= MIN_GROUP]
+    kept = (big or list(order[:1]))[:max_layers]
+    rest = [k for k in order if k not in set(kept)]
     out = np.zeros((max_layers, *ink.shape), np.float32)
     for j, k in enumerate(kept):
         out[j][pieces[k]] = 1.0
     kc = np.asarray([centres[k] for k in kept])
-    for k in order[max_layers:]:  # join the nearest kept piece
+    for k in rest:  # join the nearest kept piece
         out[int(np.argmin(((kc - centres[k]) ** 2).sum(1)))][pieces[k]] = 1.0
     return out
 
@@ -312,3 +330,32 @@ def layers_from_boxes(frames: Tensor, boxes: Tensor, max_layers: int) -> Layers:
     for j in range(k):
         masks[:, j] = ((owner == j) & ink & present[:, j, None, None]).float()
     return Layers(masks, torch.zeros(b, dtype=torch.bool, device=frames.device))
+
+
+def merge_common_motion(layers: Layers, disp: Tensor, tol: float = 1.0, gap: int = 2 * HALO + 2) -> tuple[Layers, Tensor]:
+    """Common fate: ink layers (B, L, ...) that moved together through the frames seen (disp
+    (B, L, T, 2): every displacement within `tol` px of each other's) and lie within `gap` px of
+    each other are one object, pieces a threshold cut apart (a digit's stroke); they become one
+    layer, so they turn at one set of walls. Layers with T < 2 frames have no motion to tell."""
+    b, n = layers.masks.shape[:2]
+    if disp.shape[2] < 2 or n < 2:
+        return layers, disp
+    boxes, valid = layers.boxes(), layers.valid & ~layers.scene[:, None]
+    same = (disp[:, :, None] - disp[:, None]).abs().amax((-1, -2)) <= tol  # (B, L, L)
+    lo, hi = boxes[..., :2], boxes[..., 2:]
+    apart = (torch.maximum(lo[:, :, None], lo[:, None]) - torch.minimum(hi[:, :, None], hi[:, None])).amax(-1)
+    join = same & (apart <= gap) & valid[:, :, None] & valid[:, None]
+    if not bool(join.triu(1).any()):
+        return layers, disp
+    masks = layers.masks.clone()
+    content = None if layers.content is None else layers.content.clone()
+    for i in range(b):
+        for j in range(n):  # into the first of each group (masks sum: each piece counted once)
+            for k in range(j + 1, n):
+                if bool(join[i, j, k]) and bool(masks[i, k].any()) and bool(masks[i, j].any()):
+                    masks[i, j] = torch.maximum(masks[i, j], masks[i, k])
+                    masks[i, k] = 0
+                    if content is not None:
+                        content[i, j] = torch.maximum(content[i, j], content[i, k])
+                        content[i, k] = 0
+    return Layers(masks, layers.scene, content), disp

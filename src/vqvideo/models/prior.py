@@ -10,7 +10,9 @@ shape and ink for the whole clip (`layers.py` says why a warp-and-resample loop 
    token is its tokens' features pooled under its mask (what it is, how big, what is around it).
 2. Dynamics: an LSTM per layer across time reads that token plus the layer's kinematics (its
    box's distances to the four walls, its last step) and predicts its next step as a residual
-   on the last one: an untrained prior moves at constant velocity; training teaches bounces.
+   on the velocity filter's. Each layer turns back at its own walls (`models/motion.py`: an
+   inset per side, predicted from its token, or read from a turn the seen frames show), by an
+   elastic bounce: an untrained prior moves at constant velocity between its frame's edges.
 3. Action prior (a still image shows no motion): a categorical distribution over a layer's
    first step (whole-pixel bins within `motion_radius`) from its token and its place. Drawn
    once per layer per sample (SVG-LP: motion drawn per sequence, not noise per pixel), or given
@@ -28,12 +30,10 @@ from torch import Tensor, nn
 
 from vqvideo.config import PriorConfig
 from vqvideo.models import layers as Ly
+from vqvideo.models.motion import (KIN, SIDES, STEP_SCALE, kinematics, observed_insets, reflect,
+                                    running_velocity, update_velocity, wall_limits)
 from vqvideo.models.sampling import pick_codes
 from vqvideo.models.vqvae import VQVAE
-
-KIN = 14  # kinematic features of a layer at a frame (see `kinematics`)
-STEP_SCALE = 4.0  # px: steps are predicted in these units (about the data's speed)
-
 
 class SpatialBlock(nn.Module):
     """Pre-LN transformer block over one frame's tokens, with a learned relative-position bias
@@ -61,52 +61,6 @@ class SpatialBlock(nn.Module):
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0)
         x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(b, n, c)), self.dropout, self.training)
         return x + F.dropout(self.mlp(self.ln2(x)), self.dropout, self.training)
-
-
-def update_velocity(v: Tensor, n: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
-    """A constant-velocity filter per axis: the mean of the steps so far (v, over n steps), so
-    whole-pixel steps (3, 4, 4, 3, 4, ...) give the sub-pixel speed a long clip needs. A step
-    against the estimate (a bounce) mirrors it; steps under half a pixel never count as one."""
-    flip = (step * v < 0) & (step.abs() > 0.5) & (v.abs() > 0.5)
-    n = n + 1
-    return torch.where(flip, -v, v + (step - v) / n), n
-
-
-def running_velocity(steps: Tensor) -> tuple[Tensor, Tensor]:
-    """(B, L, T, 2) steps -> the filter's estimate after each, (B, L, T, 2), and its count."""
-    v, n = steps[:, :, 0], torch.ones_like(steps[:, :, 0])
-    out = [v]
-    for k in range(1, steps.shape[2]):
-        v, n = update_velocity(v, n, steps[:, :, k])
-        out.append(v)
-    return torch.stack(out, 2), n
-
-
-def kinematics(boxes: Tensor, disp: Tensor, steps: Tensor, scene: Tensor, valid: Tensor,
-               size: tuple[int, int], unit: float, velocity: Tensor | None = None) -> Tensor:
-    """A layer's state at each frame: (B, L, T, KIN).
-
-    boxes (B, L, 4) at the anchor; disp (B, L, T, 2) its displacement; steps (B, L, T, 2) the
-    step that brought it there; velocity (B, L, T, 2) the filter's estimate (default: the
-    step). Features: the moved box's edges' and centre's distances to the left, top, right and
-    bottom walls in `unit` px, the step and the velocity in STEP_SCALE px, and the scene and
-    valid flags.
-    """
-    velocity = steps if velocity is None else velocity
-    h, w = size
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    dx, dy = disp.unbind(-1)
-    cx, cy = (x0 + x1)[..., None] / 2 + dx, (y0 + y1)[..., None] / 2 + dy
-    # the box's edges, and its centre, to each wall: an object bounces when its own box (which
-    # the ink may not fill) meets one, and its centre tells that alike for every object
-    walls = torch.stack([x0[..., None] + dx, y0[..., None] + dy, w - (x1[..., None] + dx),
-                         h - (y1[..., None] + dy), cx, cy, w - cx, h - cy], -1) / unit
-    # A scene (the whole frame, moved by the camera) has no walls: where it stands against the
-    # anchor frame, which is the last seen one in a rollout and any frame in training, says
-    # nothing about where the camera goes next (read as walls, it taught the prior to turn back).
-    walls = walls.masked_fill(scene[:, None, None, None], 0.0)
-    flags = torch.stack([scene[:, None].expand_as(valid), valid], -1).float()[:, :, None].expand(-1, -1, disp.shape[2], -1)
-    return torch.cat([walls, steps / STEP_SCALE, velocity / STEP_SCALE, flags], -1)
 
 
 class CodePrior(nn.Module):
@@ -139,6 +93,9 @@ class CodePrior(nn.Module):
         nn.init.zeros_(self.step_head[-1].bias)
         r = cfg.motion_radius
         self.action_head = nn.Sequential(nn.Linear(c + KIN, c), nn.GELU(), nn.Linear(c, (2 * r + 1) ** 2))
+        self.wall_head = nn.Sequential(nn.Linear(c + KIN, c), nn.GELU(), nn.Linear(c, SIDES))
+        nn.init.zeros_(self.wall_head[-1].weight)  # untrained: a box turns at the frame's edge
+        nn.init.zeros_(self.wall_head[-1].bias)
         with torch.no_grad():  # code logits on the scale of the codebook's own spacing
             cb = vqvae.quantizer.codebook.float()
             spacing = torch.cdist(cb, cb).pow(2).median().clamp_min(1e-6) if k > 1 else torch.tensor(1.0)
@@ -179,6 +136,16 @@ class CodePrior(nn.Module):
         m = m / m.sum(-1, keepdim=True).clamp_min(1e-6)
         return self.app(torch.einsum("bln,bnc->blc", m, x))
 
+    def still_state(self, layers: Ly.Layers) -> Tensor:
+        """(B, L, KIN) each layer's state at the anchor, with no step known."""
+        zero = torch.zeros(*layers.masks.shape[:2], 1, 2, device=layers.masks.device)
+        return kinematics(layers.boxes(), zero, zero, layers.scene, layers.valid, self.size, self.block)[:, :, 0]
+
+    def insets(self, app: Tensor, layers: Ly.Layers) -> Tensor:
+        """(B, L, C) tokens -> (B, L, 4) each layer's predicted walls: px from the frame's left, top,
+        right and bottom edges at which its ink box turns back."""
+        return STEP_SCALE * self.wall_head(torch.cat([app, self.still_state(layers)], -1))
+
     def step_logits(self, app: Tensor, kin0: Tensor) -> Tensor:
         """The action prior: (B, L, C) tokens and (B, L, KIN) states -> (B, L, S) first-step logits."""
         kin0 = torch.cat([kin0[..., :8], torch.zeros_like(kin0[..., 8:12]), kin0[..., 12:]], -1)  # no step given
@@ -198,12 +165,14 @@ class CodePrior(nn.Module):
         return (bins.cpu()[pick] + jitter).view(*logits.shape[:2], 2).to(logits.device)
 
     def dynamics(self, app: Tensor, layers: Ly.Layers, disp: Tensor, steps: int,
-                 first_step: Tensor | None = None) -> Tensor:
+                 first_step: Tensor | None = None, ink_boxes: Tensor | None = None) -> Tensor:
         """Roll each layer forward: (B, L, Tc, 2) displacements seen -> (B, L, Tc + steps, 2).
 
         The seen frames are read as they are (teacher forcing); after them the prior's own steps
         are fed back. `first_step` (B, L, 2) is the step into frame 1 when only one frame is seen
         (an action); with more, the step before frame 0 is taken to equal the first one seen.
+        `ink_boxes` (B, L, 4): the layers' ink boxes at the anchor (`Layers.ink_boxes`), which
+        their walls stand against (default: the layers' boxes).
         """
         b, n_l, tc, _ = disp.shape
         boxes, valid = layers.boxes(), layers.valid
@@ -220,19 +189,29 @@ class CodePrior(nn.Module):
         x = (app[:, :, None] + self.kin(kin)).flatten(0, 1)  # (B*L, Tc, C)
         y, state = self.lstm(x)
         v = vel[:, :, -1]
-        # the next step: the filter's velocity plus what the LSTM knows better (bounces); a
-        # given action is the step into frame 1 as it is
+        ink = boxes if ink_boxes is None else ink_boxes
+        inset = self.insets(app, layers)
+        if tc > 1:  # a turn the seen frames show places that wall better than any guess
+            seen_inset, shown = observed_insets(ink, disp, valid[:, :, None].expand(-1, -1, tc).float(), self.size)
+            inset = torch.where(shown, seen_inset, inset)
+        lo, hi = wall_limits(ink, inset, disp, self.size)
+        objects = valid & ~layers.scene[:, None]
+        # the next step: the filter's velocity plus what the LSTM knows better; a given action
+        # is the step into frame 1 as it is
         step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
         if tc == 1 and first_step is not None:
             step = first_step
         out, pos = [disp], disp[:, :, -1]
         for i in range(steps):
-            pos = pos + step
+            new, turned = reflect(pos + step, lo, hi, objects)
+            moved, pos = new - pos, new
             out.append(pos[:, :, None])
             if i == steps - 1:
                 break
-            v, n = update_velocity(v, n, step)
-            k = kinematics(boxes, pos[:, :, None], step[:, :, None], layers.scene, valid, self.size, self.block,
+            # a bounce mirrors the velocity; the filter then averages the full step, not the part
+            # of it left after the wall
+            v, n = update_velocity(torch.where(turned, -v, v), n, torch.where(turned, -step, step))
+            k = kinematics(boxes, pos[:, :, None], moved[:, :, None], layers.scene, valid, self.size, self.block,
                            v[:, :, None])
             y, state = self.lstm((app[:, :, None] + self.kin(k)).flatten(0, 1), state)
             step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
@@ -279,6 +258,7 @@ class CodePrior(nn.Module):
             frame = torch.full((b,), tc - 1, dtype=torch.long, device=context.device)
         anchor = images[ar, frame]
         disp, _ = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
+        layers, disp = Ly.merge_common_motion(layers, disp)
         app = self.appearance(context[ar, frame], layers)
         if tc == 1 and first_step is None and pan is not None:
             first_step = pan.to(context.device).float()[:, None].expand(-1, layers.masks.shape[1], -1)
@@ -287,12 +267,10 @@ class CodePrior(nn.Module):
         elif tc == 1 and first_step is None:
             first_step = torch.zeros(b, layers.masks.shape[1], 2, device=context.device)
             if sampling == "sample" or not hints:
-                kin0 = kinematics(layers.boxes(), disp, torch.zeros_like(disp), layers.scene, layers.valid,
-                                  self.size, self.block)[:, :, 0]
-                first_step = self.draw_steps(self.step_logits(app, kin0), sampling, generator)
+                first_step = self.draw_steps(self.step_logits(app, self.still_state(layers)), sampling, generator)
             if hints:
                 first_step = apply_hints(first_step, layers, hints)
-        disp = self.dynamics(app, layers, disp, steps, first_step)
+        disp = self.dynamics(app, layers, disp, steps, first_step, layers.ink_boxes(anchor))
         return {"anchor": anchor, "layers": layers, "disp": disp, "frame": frame}
 
     @torch.no_grad()

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vqvideo import distributed
-from vqvideo.config import Params, PriorConfig, fingerprint
+from vqvideo.config import Params, PriorConfig, fingerprint, source_fingerprint
 from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
-from vqvideo.models.prior import CodePrior, choose_anchor, kinematics
+from vqvideo.models.motion import kinematics, observed_insets
+from vqvideo.models.prior import CodePrior, choose_anchor
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
 from vqvideo.utils import autocast, resolve_device, resolve_precision, seed_everything
@@ -52,6 +53,7 @@ class Tracks:
     scene: torch.Tensor  # (N,) bool
     disp: torch.Tensor  # (N, L, T, 2) displacement from the anchor frame, px
     weight: torch.Tensor  # (N, L, T) 1 while the layer exists and the tracker holds it
+    ink: torch.Tensor  # (N, L, 4) each layer's ink box at the anchor (its walls stand against it)
 
     def layers(self, idx: torch.Tensor) -> Ly.Layers:
         return Ly.Layers(self.masks[idx], self.scene[idx])
@@ -68,19 +70,21 @@ def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: to
                    batch: int = 64, desc: str = "tracking") -> Tracks:
     """Segment each clip's first frame into layers and track them through the clip (the
     motion measured in the data itself: no labels needed, so footage works alike)."""
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("codes", "masks", "scene", "disp", "weight")}
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in ("codes", "masks", "scene", "disp", "weight", "ink")}
     for i in tqdm(range(0, len(clips), batch), desc=desc, unit="batch", leave=False):
         x = to_float(to_tensor(clips[i : i + batch]), device)  # (B, T, C, H, W)
         ar = torch.arange(len(x), device=device)
         frame = choose_anchor(x[:, : cfg.max_context], cfg.max_layers)
         layers = Ly.segment(x[ar, frame], cfg.max_layers, x[ar, (frame - 1).abs()], cfg.motion_radius)
         disp, cost = Ly.track(x, frame, layers, cfg.motion_radius)
+        layers, disp = Ly.merge_common_motion(layers, disp)
         lost = cost >= LOST  # once lost (either side of the anchor), a layer leaves the loss
         after = lost.float().cummax(2).values * (torch.arange(x.shape[1], device=device) > frame[:, None, None])
         before = lost.flip(2).float().cummax(2).values.flip(2) * (torch.arange(x.shape[1], device=device) < frame[:, None, None])
         held = (1 - after) * (1 - before) * layers.valid[:, :, None].float()
         out["codes"].append(vqvae.encode_indices(x[ar, frame]))
-        for k, v in (("masks", layers.masks), ("scene", layers.scene), ("disp", disp), ("weight", held)):
+        for k, v in (("masks", layers.masks), ("scene", layers.scene), ("disp", disp), ("weight", held),
+                     ("ink", layers.ink_boxes(x[ar, frame]))):
             out[k].append(v)
     return Tracks(**{k: torch.cat(v) for k, v in out.items()})
 
@@ -107,7 +111,8 @@ def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int
     Position loss: Huber on the predicted displacement of every later frame (the error a
     viewer sees, bounces included, compounded over the whole clip as in a real rollout); with
     one seen frame the first step is given (an action). Action loss: cross-entropy of each
-    step's bin under the action prior, from the layer's token and place.
+    step's bin under the action prior, from the layer's token and place. Wall loss: Huber on
+    each layer's predicted insets where the clip shows it turning (`observed_insets`).
     """
     layers = tracks.layers(idx)
     disp, weight = tracks.disp[idx], tracks.weight[idx]
@@ -116,7 +121,7 @@ def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int
     t = disp.shape[2]
     app = model.appearance(tracks.codes[idx], layers)
     first = first_velocity(disp) if context == 1 else None
-    pred = model.dynamics(app, layers, disp[:, :, :context], t - context, first)
+    pred = model.dynamics(app, layers, disp[:, :, :context], t - context, first, tracks.ink[idx])
     w = weight[:, :, context:]
     err = F.huber_loss(pred[:, :, context:], disp[:, :, context:], reduction="none", delta=1.0).sum(-1)
     pos = (err * w).sum() / w.sum().clamp_min(1)
@@ -127,9 +132,13 @@ def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int
     wa = weight[:, :, 1:]
     ce = F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none")
     action = (ce * wa.flatten()).sum() / wa.sum().clamp_min(1)
+    shown_inset, shown = observed_insets(tracks.ink[idx], disp, weight, model.size)
+    shown = shown & (layers.valid & ~layers.scene[:, None])[..., None]
+    wall_err = F.huber_loss(model.insets(app, layers), shown_inset, reduction="none", delta=1.0)
+    wall = (wall_err * shown).sum() / shown.sum().clamp_min(1)
     last = ((pred[:, :, -1] - disp[:, :, -1]).norm(dim=-1) * weight[:, :, -1]).sum() / weight[:, :, -1].sum().clamp_min(1)
-    return {"loss": pos + model.cfg.action_weight * action, "position": pos.detach(),
-            "action_ce": action.detach(), "last_px": last.detach()}
+    return {"loss": pos + wall + model.cfg.action_weight * action, "position": pos.detach(),
+            "action_ce": action.detach(), "wall": wall.detach(), "last_px": last.detach()}
 
 
 def context_of(seed: int, step: int, max_context: int, t: int) -> tuple[int, bool]:
@@ -186,7 +195,8 @@ def train_prior(
 
     model = CodePrior(cfg, vqvae, tuple(val_codes.shape[2:])).to(device)
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
-    fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype))
+    code = source_fingerprint("models.prior", "models.motion", "models.layers", "stages.prior")
+    fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype), code)
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
         items_per_step=cfg.batch_size, progress_keys=("position", "last_px"), writer=info.main,
