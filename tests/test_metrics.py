@@ -92,7 +92,7 @@ def test_ssim_of_flat_frames_is_the_luminance_term():
 
 def _ssim_reference(x: np.ndarray, y: np.ndarray, sigma: float = 1.5, size: int = 11) -> float:
     """Wang et al. 2004 eq. 13 written out: Gaussian-weighted statistics of the 11x11 window
-    around every pixel (the frame reflect-padded by 5 px, as torchmetrics does), averaged."""
+    around every pixel (the frame reflect-padded by 5 px, as torchmetrics does too), averaged."""
     pad = size // 2
     x, y = np.pad(x, pad, mode="reflect"), np.pad(y, pad, mode="reflect")
     r = np.arange(size) - pad

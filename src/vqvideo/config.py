@@ -131,7 +131,7 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(1100, ge=1)
+    steps: int = Field(500, ge=1)
     batch_size: int = Field(32, ge=1)  # clips per step; each brings all its layers
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -147,13 +147,13 @@ class PriorConfig(Section):
     # tracker looks for a piece from one frame to the next (px; digits move 3.6).
     max_layers: int = Field(4, ge=1, le=16)
     motion_radius: int = Field(6, ge=1, le=32)
-    track_clips: int = Field(600, ge=1)  # training clips whose layers are tracked (the targets)
+    track_clips: int = Field(400, ge=1)  # training clips whose layers are tracked (the targets)
     # Each step rolls the layers forward from a random number of seen frames (1: a still image
     # with its first step given) up to this many, and scores the positions the prior reaches.
     max_context: int = Field(10, ge=1)
     action_weight: float = Field(0.1, ge=0)  # weight of the action prior's cross-entropy
     seed: int = 0
-    eval_every: int = Field(400, ge=1)
+    eval_every: int = Field(300, ge=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -214,7 +214,7 @@ TUNE_OWNED = {"model.codebook_size", "model.beta", "train.steps", "train.eval_ev
 class TuneConfig(Section):
     n_trials: int = Field(5, ge=1)  # the study stops once it holds this many finished trials
     timeout: float | None = Field(None, gt=0)  # seconds for this invocation; None: no limit
-    steps: int = Field(100, ge=1)  # training steps per trial
+    steps: int = Field(60, ge=1)  # training steps per trial
     # sqlite:///path.db (relative to the repo root), journal:path.log (several workers on one
     # machine), or any SQLAlchemy URL such as postgresql://user:pass@host/db (a cluster)
     storage: str = "sqlite:///optuna/vqvideo.db"
