@@ -62,6 +62,23 @@ def test_layers_from_boxes_give_each_box_its_ink_and_hints_move_the_layer_under_
     assert near[0, 0].tolist() == [1.0, 1.0]
 
 
+def test_two_drags_on_one_piece_split_it_and_each_part_moves_its_way():
+    from vqvideo.models.prior import split_by_hints
+
+    frame = torch.maximum(blob(10, 10, w=10, h=10), blob(20, 12, w=10, h=10))[None]  # touching: one piece
+    layers = Ly.segment(frame, 4)
+    assert int(layers.valid.sum()) == 1
+    hints = [[(14.0, 14.0, 3.0, 0.0), (25.0, 16.0, -2.0, 1.0)]]
+    split = split_by_hints(layers, hints)
+    assert int(split.valid.sum()) == 2
+    torch.testing.assert_close(split.masks.sum(1), layers.masks.sum(1))  # every pixel kept, once
+    steps = apply_hints(torch.zeros(1, 4, 2), split, hints)
+    left, right = int(split.masks[0, :, 14, 12].argmax()), int(split.masks[0, :, 16, 27].argmax())
+    assert left != right and steps[0, left].tolist() == [3.0, 0.0] and steps[0, right].tolist() == [-2.0, 1.0]
+    # drags that agree leave the piece whole
+    assert int(split_by_hints(layers, [[(14.0, 14.0, 1.0, 0.0), (25.0, 16.0, 1.0, 0.0)]]).valid.sum()) == 1
+
+
 def test_the_velocity_filter_finds_sub_pixel_speed_and_mirrors_at_a_bounce():
     steps = torch.tensor([3.0, 4, 4, 3, 4, 4, 3, 4, 3, 4])  # whole-pixel steps of a 3.6 px/frame motion
     v, n = running_velocity(steps.view(1, 1, -1, 1).expand(-1, -1, -1, 2).contiguous())

@@ -259,6 +259,8 @@ class CodePrior(nn.Module):
         anchor = images[ar, frame]
         disp, _ = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
         layers, disp = Ly.merge_common_motion(layers, disp)
+        if tc == 1 and first_step is None and hints:
+            layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)
         if tc == 1 and first_step is None and pan is not None:
             first_step = pan.to(context.device).float()[:, None].expand(-1, layers.masks.shape[1], -1)
@@ -318,24 +320,50 @@ def choose_anchor(images: Tensor, max_layers: int) -> Tensor:
     return (count * t + torch.arange(t, device=images.device)).argmax(1)
 
 
+def _layer_at(masks: Tensor, x: float, y: float) -> int:
+    """(L, H, W) one input's masks -> the layer under pixel (x, y), or the nearest one."""
+    h, w = masks.shape[-2:]
+    xi, yi = int(round(min(max(x, 0), w - 1))), int(round(min(max(y, 0), h - 1)))
+    under = masks[:, yi, xi] > 0
+    if bool(under.any()):
+        return int(under.float().argmax())
+    ys, xs = torch.meshgrid(torch.arange(h, device=masks.device), torch.arange(w, device=masks.device), indexing="ij")
+    d = ((xs - x) ** 2 + (ys - y) ** 2).float()
+    far = torch.where(masks > 0, d, torch.tensor(float("inf"), device=d.device)).flatten(1).amin(1)
+    return int(far.argmin())
+
+
 def apply_hints(steps: Tensor, layers: Ly.Layers, hints: list) -> Tensor:
     """Per input, [(x, y, dx, dy), ...]: the layer under (x, y) (or nearest to it) steps (dx, dy)."""
     out = steps.clone()
-    masks = layers.masks
+    for i, given in enumerate(hints):
+        for x, y, dx, dy in given or []:
+            out[i, _layer_at(layers.masks[i], x, y)] = torch.tensor([dx, dy], dtype=out.dtype, device=out.device)
+    return out
+
+
+def split_by_hints(layers: Ly.Layers, hints: list) -> Ly.Layers:
+    """Drags that land on one layer with different steps say it is several objects (two digits
+    that touch in a still frame are one piece of ink): its pixels go to the nearest of those
+    drags' points, each part a layer of its own, while free layers last."""
+    masks = layers.masks.clone()
     h, w = masks.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, device=masks.device), torch.arange(w, device=masks.device), indexing="ij")
     for i, given in enumerate(hints):
+        by_layer: dict[int, list] = {}
         for x, y, dx, dy in given or []:
-            xi, yi = int(round(min(max(x, 0), w - 1))), int(round(min(max(y, 0), h - 1)))
-            under = masks[i, :, yi, xi] > 0
-            if bool(under.any()):
-                j = int(under.float().argmax())
-            else:  # nearest layer pixel
-                d = ((xs - x) ** 2 + (ys - y) ** 2).float()
-                far = torch.where(masks[i] > 0, d, torch.tensor(float("inf"), device=d.device)).flatten(1).amin(1)
-                j = int(far.argmin())
-            out[i, j] = torch.tensor([dx, dy], dtype=out.dtype, device=out.device)
-    return out
+            by_layer.setdefault(_layer_at(layers.masks[i], x, y), []).append((x, y, dx, dy))
+        for j, points in by_layer.items():
+            if len({(dx, dy) for _, _, dx, dy in points}) < 2 or layers.scene[i]:
+                continue
+            free = [k for k in range(masks.shape[1]) if not bool(masks[i, k].any())][: len(points) - 1]
+            points = points[: len(free) + 1]
+            d = torch.stack([(xs - x) ** 2 + (ys - y) ** 2 for x, y, _, _ in points]).float()  # (P, H, W)
+            owner = d.argmin(0)
+            piece = masks[i, j].clone()
+            for p, k in enumerate([j, *free]):
+                masks[i, k] = piece * (owner == p)
+    return Ly.Layers(masks, layers.scene, layers.content)
 
 
 def build_prior(cfg: PriorConfig, vqvae: VQVAE, *, grid: list[int] | tuple[int, int], **_: object) -> CodePrior:
