@@ -91,11 +91,11 @@ def test_pieces_that_move_together_are_one_layer_and_a_speck_joins_its_object():
     disp[0, :, 1], disp[0, :, 2] = torch.tensor([3.0, 1.0]), torch.tensor([6.0, 2.0])
     far = int(layers.masks[0, :, 40, 40].argmax())
     disp[0, far, 1:] = -disp[0, far, 1:]  # the far block moves the other way
-    merged, _ = Ly.merge_common_motion(layers, disp)
+    merged = Ly.merge_common_motion(layers, disp)
     assert int(merged.valid.sum()) == 2
     one = int(merged.masks[0, :, 15, 12].argmax())
     assert bool(merged.masks[0, one, 15, 24] == 1) and bool(merged.masks[0, one, 40, 40] == 0)
-    assert int(Ly.merge_common_motion(layers, disp[:, :, :1])[0].valid.sum()) == 3  # one frame: no motion
+    assert int(Ly.merge_common_motion(layers, disp[:, :, :1]).valid.sum()) == 3  # one frame: no motion
     speck = frame.clone()
     speck[0, 0, 30, 30] = 1.0  # a single pixel: no object of its own
     assert int(Ly.segment(speck, 4).valid.sum()) == 3

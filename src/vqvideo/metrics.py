@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 import torch
-from torch import Tensor
 import torch.nn.functional as F
+from torch import Tensor
 
 
 def squared_error(pred: Tensor, target: Tensor) -> Tensor:

@@ -332,21 +332,21 @@ def layers_from_boxes(frames: Tensor, boxes: Tensor, max_layers: int) -> Layers:
     return Layers(masks, torch.zeros(b, dtype=torch.bool, device=frames.device))
 
 
-def merge_common_motion(layers: Layers, disp: Tensor, tol: float = 1.0, gap: int = 2 * HALO + 2) -> tuple[Layers, Tensor]:
+def merge_common_motion(layers: Layers, disp: Tensor, tol: float = 1.0, gap: int = 2 * HALO + 2) -> Layers:
     """Common fate: ink layers (B, L, ...) that moved together through the frames seen (disp
     (B, L, T, 2): every displacement within `tol` px of each other's) and lie within `gap` px of
     each other are one object, pieces a threshold cut apart (a digit's stroke); they become one
     layer, so they turn at one set of walls. Layers with T < 2 frames have no motion to tell."""
     b, n = layers.masks.shape[:2]
     if disp.shape[2] < 2 or n < 2:
-        return layers, disp
+        return layers
     boxes, valid = layers.boxes(), layers.valid & ~layers.scene[:, None]
     same = (disp[:, :, None] - disp[:, None]).abs().amax((-1, -2)) <= tol  # (B, L, L)
     lo, hi = boxes[..., :2], boxes[..., 2:]
     apart = (torch.maximum(lo[:, :, None], lo[:, None]) - torch.minimum(hi[:, :, None], hi[:, None])).amax(-1)
     join = same & (apart <= gap) & valid[:, :, None] & valid[:, None]
     if not bool(join.triu(1).any()):
-        return layers, disp
+        return layers
     masks = layers.masks.clone()
     content = None if layers.content is None else layers.content.clone()
     for i in range(b):
@@ -358,4 +358,4 @@ def merge_common_motion(layers: Layers, disp: Tensor, tol: float = 1.0, gap: int
                     if content is not None:
                         content[i, j] = torch.maximum(content[i, j], content[i, k])
                         content[i, k] = 0
-    return Layers(masks, layers.scene, content), disp
+    return Layers(masks, layers.scene, content)

@@ -30,10 +30,20 @@ from torch import Tensor, nn
 
 from vqvideo.config import PriorConfig
 from vqvideo.models import layers as Ly
-from vqvideo.models.motion import (KIN, SIDES, STEP_SCALE, kinematics, observed_insets, reflect,
-                                    running_velocity, update_velocity, wall_limits)
+from vqvideo.models.motion import (
+    KIN,
+    SIDES,
+    STEP_SCALE,
+    kinematics,
+    observed_insets,
+    reflect,
+    running_velocity,
+    update_velocity,
+    wall_limits,
+)
 from vqvideo.models.sampling import pick_codes
 from vqvideo.models.vqvae import VQVAE
+
 
 class SpatialBlock(nn.Module):
     """Pre-LN transformer block over one frame's tokens, with a learned relative-position bias
@@ -258,7 +268,7 @@ class CodePrior(nn.Module):
             frame = torch.full((b,), tc - 1, dtype=torch.long, device=context.device)
         anchor = images[ar, frame]
         disp, _ = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
-        layers, disp = Ly.merge_common_motion(layers, disp)
+        layers = Ly.merge_common_motion(layers, disp)  # a merged layer keeps its first piece's track
         if tc == 1 and first_step is None and hints:
             layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)
@@ -386,7 +396,4 @@ class SceneStepLogits(nn.Module):
         masks = torch.zeros(b, self.prior.cfg.max_layers, h, w, device=codes.device)
         masks[:, 0] = 1.0
         layers = Ly.Layers(masks, torch.ones(b, dtype=torch.bool, device=codes.device))
-        app = self.prior.appearance(codes, layers)
-        zero = torch.zeros(b, masks.shape[1], 1, 2, device=codes.device)
-        kin = kinematics(layers.boxes(), zero, zero, layers.scene, layers.valid, self.prior.size, self.prior.block)
-        return self.prior.step_logits(app, kin[:, :, 0])[:, 0]
+        return self.prior.step_logits(self.prior.appearance(codes, layers), self.prior.still_state(layers))[:, 0]

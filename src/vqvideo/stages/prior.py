@@ -77,7 +77,7 @@ def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: to
         frame = choose_anchor(x[:, : cfg.max_context], cfg.max_layers)
         layers = Ly.segment(x[ar, frame], cfg.max_layers, x[ar, (frame - 1).abs()], cfg.motion_radius)
         disp, cost = Ly.track(x, frame, layers, cfg.motion_radius)
-        layers, disp = Ly.merge_common_motion(layers, disp)
+        layers = Ly.merge_common_motion(layers, disp)  # a merged layer keeps its first piece's track
         lost = cost >= LOST  # once lost (either side of the anchor), a layer leaves the loss
         after = lost.float().cummax(2).values * (torch.arange(x.shape[1], device=device) > frame[:, None, None])
         before = lost.flip(2).float().cummax(2).values.flip(2) * (torch.arange(x.shape[1], device=device) < frame[:, None, None])
