@@ -99,3 +99,48 @@ def test_pieces_that_move_together_are_one_layer_and_a_speck_joins_its_object():
     speck = frame.clone()
     speck[0, 0, 30, 30] = 1.0  # a single pixel: no object of its own
     assert int(Ly.segment(speck, 4).valid.sum()) == 3
+
+
+def _bounce(x: float, v: float, steps: int, lo: float = 0.0, hi: float = 36.0) -> list[float]:
+    out = []
+    for _ in range(steps):
+        out.append(x)
+        x += v
+        if x < lo:
+            x, v = 2 * lo - x, -v
+        elif x > hi:
+            x, v = 2 * hi - x, -v
+    return out
+
+
+def test_fit_motion_recovers_sub_pixel_state_and_a_seen_wall_from_whole_pixel_places():
+    from vqvideo.models.motion import fit_motion
+
+    true = _bounce(30.3, 3.3, 10)  # turns at 36 after frame 1
+    seen = torch.tensor([round(p) for p in true], dtype=torch.float32)
+    disp = (seen - seen[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2)
+    pos, vel, wall, turned = fit_motion(disp)
+    assert bool(turned[0, 0, 0])
+    assert abs(float(pos[0, 0, 0]) - (true[-1] - float(seen[-1]))) < 0.3
+    assert abs(float(vel[0, 0, 0]) + 3.3) < 0.1
+    assert abs(float(wall[0, 0, 0]) - (36 - float(seen[-1]))) < 0.3
+    straight = torch.tensor([round(2.0 + 1.7 * t) for t in range(10)], dtype=torch.float32)
+    pos, vel, _, turned = fit_motion((straight - straight[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2))
+    assert not bool(turned.any()) and abs(float(vel[0, 0, 0]) - 1.7) < 0.05
+
+
+def test_one_seen_wall_places_the_other_at_the_span_and_bounce_box_reads_it():
+    from vqvideo.models.motion import bounce_box, pin_walls
+
+    lo, hi = torch.tensor([[[-5.0, -5.0]]]), torch.tensor([[[25.0, 25.0]]])  # a 30-px span
+    shown_lo, shown_hi = torch.tensor([[[-3.0, 0.0]]]), torch.tensor([[[0.0, 20.0]]])
+    known_lo, known_hi = torch.tensor([[[True, False]]]), torch.tensor([[[False, True]]])
+    a, b = pin_walls(lo, hi, shown_lo, shown_hi, known_lo, known_hi, torch.zeros(1, 1, 1, 2))
+    torch.testing.assert_close(a, torch.tensor([[[-3.0, -10.0]]]))
+    torch.testing.assert_close(b, torch.tensor([[[27.0, 20.0]]]))
+    # a 10-px-wide ink box at x=20..30, whose 28-px box bounces in a 64-px frame: walls 9 px in
+    xs = torch.tensor(_bounce(20.0, 3.6, 24, lo=9.0, hi=45.0)).round()
+    disp = torch.stack([xs - 20, xs - 20], -1).view(1, 1, 24, 2)
+    ink = torch.tensor([[[20.0, 20.0, 30.0, 30.0]]])
+    size = bounce_box(ink, disp, torch.ones(1, 1, 24), torch.ones(1, 1, dtype=torch.bool), (64, 64))
+    assert torch.allclose(size, torch.tensor([28.0, 28.0]), atol=1.0)  # to a pixel from one clip

@@ -114,15 +114,31 @@ def observed_insets(boxes: Tensor, disp: Tensor, held: Tensor, size: tuple[int, 
     return torch.where(seen, inset, torch.zeros_like(inset)), seen
 
 
-def wall_limits(boxes: Tensor, inset: Tensor, disp: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def wall_limits(boxes: Tensor, inset: Tensor, disp: Tensor | None, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """(B, L, 4) boxes at the anchor and insets -> the displacement each layer may reach, low
     and high, (B, L, 2) each. The walls never stand inside the places the layer was seen at
-    (`disp` (B, L, T, 2), the anchor's 0 among them)."""
+    (`disp` (B, L, T, 2), the anchor's 0 among them; None: not clamped)."""
     h, w = size
     x0, y0, x1, y1 = boxes.unbind(-1)
     lo = torch.stack([inset[..., 0] - x0, inset[..., 1] - y0], -1)
     hi = torch.stack([w - inset[..., 2] - x1, h - inset[..., 3] - y1], -1)
+    if disp is None:
+        return lo, hi
     return torch.minimum(lo, disp.amin(2)), torch.maximum(hi, disp.amax(2))
+
+
+def pin_walls(lo: Tensor, hi: Tensor, shown_lo: Tensor, shown_hi: Tensor, known_lo: Tensor, known_hi: Tensor,
+              disp: Tensor) -> tuple[Tensor, Tensor]:
+    """The walls a rollout turns at, (B, L, 2) low and high displacements each: a wall the seen
+    frames show (`shown_*` where `known_*`), as shown; where they show one side only, the other
+    at the predicted span from it (the box that bounces has one size whatever its ink: a digit's
+    28-px box in a 64-px frame turns 36 px further on, so a turn seen places the opposite wall
+    as well, where a guess from the ink alone is a pixel off); else the predicted walls (`lo`,
+    `hi`, unclamped). Never inside the seen places (`disp` (B, L, T, 2))."""
+    span = hi - lo
+    low = torch.where(known_lo, shown_lo, torch.where(known_hi, shown_hi - span, lo))
+    high = torch.where(known_hi, shown_hi, torch.where(known_lo, shown_lo + span, hi))
+    return torch.minimum(low, disp.amin(2)), torch.maximum(high, disp.amax(2))
 
 
 def reflect(pos: Tensor, lo: Tensor, hi: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
@@ -133,3 +149,54 @@ def reflect(pos: Tensor, lo: Tensor, hi: Tensor, active: Tensor) -> tuple[Tensor
     above = act & (pos > hi) & ~below
     out = torch.where(below, 2 * lo - pos, torch.where(above, 2 * hi - pos, pos))
     return torch.minimum(torch.maximum(out, torch.where(act, lo, out)), torch.where(act, hi, out)), below | above
+
+
+TURN_COST = 1.0  # px^2 of squared residual a turn must save to be believed (rounding alone: 1/12 a frame)
+
+
+def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A least-squares state for each layer from its seen places: (B, L, T, 2) displacements ->
+    its sub-pixel position and velocity at the last frame, (B, L, 2) each, and the wall a turn
+    in them shows, (B, L, 2) displacement, with (B, L, 2) whether they show one.
+
+    Per axis, over the last `window` frames (at the data's speeds a layer crosses its frame in
+    more, so they hold one turn at most), two models: one straight line, and an elastic bounce
+    after frame k (the frames before it on a line of the opposite slope; for each k). The
+    whole-pixel places scatter by rounding (1/12 px^2 a frame), so a line fitted through all of
+    them knows where the layer is and how fast it goes to a fraction of a pixel, where the last
+    place and the mean step are half a pixel off and more. A bounce is believed where it saves
+    `TURN_COST` and its wall stands beyond every seen place; the mirrored lines meet at the wall,
+    halfway between their intercepts.
+    """
+    w = min(disp.shape[2], window)
+    x = disp[:, :, -w:].transpose(2, 3).float()  # (B, L, 2, w)
+    tt = torch.arange(w, device=disp.device, dtype=torch.float32) - (w - 1)  # the last frame at 0
+    idx = torch.arange(w, device=disp.device)
+    k = torch.arange(w, device=disp.device)[:, None]  # frames before the turn (0: no turn)
+    now = (idx[None] >= k).float()  # (K, w): on the current line
+    design = torch.stack([now, 1 - now, torch.where(now > 0, tt, -tt).expand_as(now)], -1)  # (K, w, 3)
+    coef = torch.einsum("kcw,blaw->blakc", torch.linalg.pinv(design), x)  # (B, L, 2, K, 3)
+    res = (torch.einsum("kwc,blakc->blakw", design, coef) - x[:, :, :, None]).pow(2).sum(-1)
+    pos, before, vel = coef.unbind(-1)  # now: pos + vel * t; before the turn: before - vel * t
+    wall = (pos + before) / 2
+    seen = x.unsqueeze(3)
+    beyond = torch.where(vel > 0, wall <= seen.amin(-1) + 0.5, wall >= seen.amax(-1) - 0.5)
+    ok = beyond & (vel.abs() > MIN_SPEED) & (k[:, 0] >= 1) & (k[:, 0] <= w - 2)  # a line each side
+    cost = torch.where(ok, res + TURN_COST, torch.tensor(float("inf"), device=disp.device))
+    cost[..., 0] = res[..., 0]
+    best = cost.argmin(-1, keepdim=True)  # (B, L, 2, 1)
+    pick = lambda t: t.gather(-1, best)[..., 0]  # noqa: E731
+    return pick(pos), pick(vel), pick(wall), best[..., 0] > 0
+
+
+def bounce_box(ink: Tensor, disp: Tensor, held: Tensor, objects: Tensor, size: tuple[int, int]) -> Tensor:
+    """The size (2,) of the box objects bounce in, read from tracked clips: ink boxes (N, L, 4),
+    displacements (N, L, T, 2), held (N, L, T) and objects (N, L) -> per axis, the median over
+    the layers whose clip shows both walls of the ink's width plus its two insets (Moving
+    Digits: its 28-px box, whatever the digit's ink); NaN on an axis no clip shows both on."""
+    inset, shown = observed_insets(ink, disp, held, size)
+    width = torch.stack([ink[..., 2] - ink[..., 0], ink[..., 3] - ink[..., 1]], -1)  # (N, L, 2)
+    total = width + inset[..., :2] + inset[..., 2:]
+    both = shown[..., :2] & shown[..., 2:] & objects[..., None]
+    return torch.stack([total[..., a][both[..., a]].median() if bool(both[..., a].any())
+                        else torch.tensor(float("nan")) for a in range(2)]).to(ink.device)

@@ -30,12 +30,15 @@ from torch import Tensor, nn
 
 from vqvideo.config import PriorConfig
 from vqvideo.models import layers as Ly
+from vqvideo.models.hints import apply_hints, split_by_hints
 from vqvideo.models.motion import (
     KIN,
     SIDES,
     STEP_SCALE,
+    fit_motion,
     kinematics,
     observed_insets,
+    pin_walls,
     reflect,
     running_velocity,
     update_velocity,
@@ -110,6 +113,8 @@ class CodePrior(nn.Module):
             cb = vqvae.quantizer.codebook.float()
             spacing = torch.cdist(cb, cb).pow(2).median().clamp_min(1e-6) if k > 1 else torch.tensor(1.0)
         self.register_buffer("log_tau", torch.log(spacing / 4))
+        # the size (w, h) of the box objects bounce in, as the training clips show it (NaN: unknown)
+        self.register_buffer("box_size", torch.full((2,), float("nan")))
 
     def shape_meta(self) -> dict:
         """What `build_prior` needs to rebuild this prior before loading its weights."""
@@ -151,10 +156,19 @@ class CodePrior(nn.Module):
         zero = torch.zeros(*layers.masks.shape[:2], 1, 2, device=layers.masks.device)
         return kinematics(layers.boxes(), zero, zero, layers.scene, layers.valid, self.size, self.block)[:, :, 0]
 
-    def insets(self, app: Tensor, layers: Ly.Layers) -> Tensor:
+    def insets(self, app: Tensor, layers: Ly.Layers, ink: Tensor | None = None) -> Tensor:
         """(B, L, C) tokens -> (B, L, 4) each layer's predicted walls: px from the frame's left, top,
-        right and bottom edges at which its ink box turns back."""
-        return STEP_SCALE * self.wall_head(torch.cat([app, self.still_state(layers)], -1))
+        right and bottom edges at which its ink box (`ink` (B, L, 4); default the layers' boxes)
+        turns back. Predicted as the box that bounces: the ink's margin in it (about centred),
+        and that box's size less the ink's (from `box_size`, the size the training clips show, where known), so
+        one side's turn, once seen, places the other side as well (`motion.pin_walls`)."""
+        out = STEP_SCALE * self.wall_head(torch.cat([app, self.still_state(layers)], -1))
+        ink = layers.boxes() if ink is None else ink
+        width = torch.stack([ink[..., 2] - ink[..., 0], ink[..., 3] - ink[..., 1]], -1)
+        known = torch.isfinite(self.box_size)
+        slack = out[..., 2:] + torch.where(known, self.box_size.nan_to_num() - width, torch.zeros_like(width))
+        margin = slack / 2 + out[..., :2]  # about centred in its box, as the data draws its digits
+        return torch.cat([margin, slack - margin], -1)
 
     def step_logits(self, app: Tensor, kin0: Tensor) -> Tensor:
         """The action prior: (B, L, C) tokens and (B, L, KIN) states -> (B, L, S) first-step logits."""
@@ -200,18 +214,29 @@ class CodePrior(nn.Module):
         y, state = self.lstm(x)
         v = vel[:, :, -1]
         ink = boxes if ink_boxes is None else ink_boxes
-        inset = self.insets(app, layers)
+        objects = valid & ~layers.scene[:, None]
+        lo, hi = wall_limits(ink, self.insets(app, layers, ink), None, self.size)  # predicted
+        shown_lo, shown_hi = lo, hi
+        known_lo = known_hi = torch.zeros_like(lo, dtype=torch.bool)
+        pos = disp[:, :, -1]
         if tc > 1:  # a turn the seen frames show places that wall better than any guess
             seen_inset, shown = observed_insets(ink, disp, valid[:, :, None].expand(-1, -1, tc).float(), self.size)
-            inset = torch.where(shown, seen_inset, inset)
-        lo, hi = wall_limits(ink, inset, disp, self.size)
-        objects = valid & ~layers.scene[:, None]
+            shown_lo, shown_hi = wall_limits(ink, seen_inset, None, self.size)
+            known_lo, known_hi = shown[..., :2], shown[..., 2:]
+        if tc > 2:  # an object's state fitted through all its seen places, a bounce included
+            fit_pos, fit_vel, wall, turned = fit_motion(disp)
+            obj = objects[..., None]
+            pos, v = torch.where(obj, fit_pos, pos), torch.where(obj, fit_vel, v)
+            at_lo, at_hi = obj & turned & (fit_vel > 0), obj & turned & (fit_vel < 0)
+            shown_lo, known_lo = torch.where(at_lo, wall, shown_lo), known_lo | at_lo
+            shown_hi, known_hi = torch.where(at_hi, wall, shown_hi), known_hi | at_hi
+        lo, hi = pin_walls(lo, hi, shown_lo, shown_hi, known_lo, known_hi, disp)
         # the next step: the filter's velocity plus what the LSTM knows better; a given action
         # is the step into frame 1 as it is
         step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
         if tc == 1 and first_step is not None:
             step = first_step
-        out, pos = [disp], disp[:, :, -1]
+        out = [disp]
         for i in range(steps):
             new, turned = reflect(pos + step, lo, hi, objects)
             moved, pos = new - pos, new
@@ -328,52 +353,6 @@ def choose_anchor(images: Tensor, max_layers: int) -> Tensor:
         return torch.zeros(b, dtype=torch.long, device=images.device)
     count = Ly.segment(images.flatten(0, 1), max_layers).valid.sum(1).view(b, t)
     return (count * t + torch.arange(t, device=images.device)).argmax(1)
-
-
-def _layer_at(masks: Tensor, x: float, y: float) -> int:
-    """(L, H, W) one input's masks -> the layer under pixel (x, y), or the nearest one."""
-    h, w = masks.shape[-2:]
-    xi, yi = int(round(min(max(x, 0), w - 1))), int(round(min(max(y, 0), h - 1)))
-    under = masks[:, yi, xi] > 0
-    if bool(under.any()):
-        return int(under.float().argmax())
-    ys, xs = torch.meshgrid(torch.arange(h, device=masks.device), torch.arange(w, device=masks.device), indexing="ij")
-    d = ((xs - x) ** 2 + (ys - y) ** 2).float()
-    far = torch.where(masks > 0, d, torch.tensor(float("inf"), device=d.device)).flatten(1).amin(1)
-    return int(far.argmin())
-
-
-def apply_hints(steps: Tensor, layers: Ly.Layers, hints: list) -> Tensor:
-    """Per input, [(x, y, dx, dy), ...]: the layer under (x, y) (or nearest to it) steps (dx, dy)."""
-    out = steps.clone()
-    for i, given in enumerate(hints):
-        for x, y, dx, dy in given or []:
-            out[i, _layer_at(layers.masks[i], x, y)] = torch.tensor([dx, dy], dtype=out.dtype, device=out.device)
-    return out
-
-
-def split_by_hints(layers: Ly.Layers, hints: list) -> Ly.Layers:
-    """Drags that land on one layer with different steps say it is several objects (two digits
-    that touch in a still frame are one piece of ink): its pixels go to the nearest of those
-    drags' points, each part a layer of its own, while free layers last."""
-    masks = layers.masks.clone()
-    h, w = masks.shape[-2:]
-    ys, xs = torch.meshgrid(torch.arange(h, device=masks.device), torch.arange(w, device=masks.device), indexing="ij")
-    for i, given in enumerate(hints):
-        by_layer: dict[int, list] = {}
-        for x, y, dx, dy in given or []:
-            by_layer.setdefault(_layer_at(layers.masks[i], x, y), []).append((x, y, dx, dy))
-        for j, points in by_layer.items():
-            if len({(dx, dy) for _, _, dx, dy in points}) < 2 or layers.scene[i]:
-                continue
-            free = [k for k in range(masks.shape[1]) if not bool(masks[i, k].any())][: len(points) - 1]
-            points = points[: len(free) + 1]
-            d = torch.stack([(xs - x) ** 2 + (ys - y) ** 2 for x, y, _, _ in points]).float()  # (P, H, W)
-            owner = d.argmin(0)
-            piece = masks[i, j].clone()
-            for p, k in enumerate([j, *free]):
-                masks[i, k] = piece * (owner == p)
-    return Ly.Layers(masks, layers.scene, layers.content)
 
 
 def build_prior(cfg: PriorConfig, vqvae: VQVAE, *, grid: list[int] | tuple[int, int], **_: object) -> CodePrior:

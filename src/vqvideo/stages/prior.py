@@ -17,7 +17,7 @@ from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint, source_fingerprint
 from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
-from vqvideo.models.motion import kinematics, observed_insets
+from vqvideo.models.motion import bounce_box, kinematics, observed_insets
 from vqvideo.models.prior import CodePrior, choose_anchor
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
@@ -134,7 +134,7 @@ def prior_loss(model: CodePrior, tracks: Tracks, idx: torch.Tensor, context: int
     action = (ce * wa.flatten()).sum() / wa.sum().clamp_min(1)
     shown_inset, shown = observed_insets(tracks.ink[idx], disp, weight, model.size)
     shown = shown & (layers.valid & ~layers.scene[:, None])[..., None]
-    wall_err = F.huber_loss(model.insets(app, layers), shown_inset, reduction="none", delta=1.0)
+    wall_err = F.huber_loss(model.insets(app, layers, tracks.ink[idx]), shown_inset, reduction="none", delta=1.0)
     wall = (wall_err * shown).sum() / shown.sum().clamp_min(1)
     last = ((pred[:, :, -1] - disp[:, :, -1]).norm(dim=-1) * weight[:, :, -1]).sum() / weight[:, :, -1].sum().clamp_min(1)
     return {"loss": pos + wall + model.cfg.action_weight * action, "position": pos.detach(),
@@ -194,6 +194,9 @@ def train_prior(
     ctx = min(cfg.max_context, t - 1)
 
     model = CodePrior(cfg, vqvae, tuple(val_codes.shape[2:])).to(device)
+    objects = tracks.masks.flatten(2).any(2) & ~tracks.scene[:, None]
+    model.box_size.copy_(bounce_box(tracks.ink, tracks.disp, tracks.weight, objects, model.size))
+    log.info("prior: the training clips' objects bounce in a box of %s px", model.box_size.tolist())
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
     code = source_fingerprint("models.prior", "models.motion", "models.layers", "stages.prior")
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype), code)
