@@ -449,10 +449,8 @@ def test_killed_prior_resumes_bit_for_bit(tiny_data, tiny_models, tmp_path):
     a = torch.load(tmp_path / "ref/prior/model.pt", weights_only=True)["state_dict"]
     b = torch.load(out / "prior/model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
-    for k in a:  # NaN marks what is unknown (the prior's box_size on data that shows no bounce)
-        same = torch.equal(a[k].isnan(), b[k].isnan()) and torch.equal(a[k].nan_to_num(), b[k].nan_to_num()) \
-            if a[k].is_floating_point() else torch.equal(a[k], b[k])
-        assert same, f"{k} differs after resume"
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     ids = {json.loads((d / "prior" / tracking.RUN_FILE).read_text())["run_id"] for d in (tmp_path / "ref", out)}
     assert ids == {run.info.run_id}  # both logged into the pipeline's run, no second run
     client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

@@ -193,10 +193,14 @@ def bounce_box(ink: Tensor, disp: Tensor, held: Tensor, objects: Tensor, size: t
     """The size (2,) of the box objects bounce in, read from tracked clips: ink boxes (N, L, 4),
     displacements (N, L, T, 2), held (N, L, T) and objects (N, L) -> per axis, the median over
     the layers whose clip shows both walls of the ink's width plus its two insets (Moving
-    Digits: its 28-px box, whatever the digit's ink); NaN on an axis no clip shows both on."""
+    Digits: its 28-px box, whatever the digit's ink); 0 (unknown) on an axis no clip shows both on."""
     inset, shown = observed_insets(ink, disp, held, size)
-    width = torch.stack([ink[..., 2] - ink[..., 0], ink[..., 3] - ink[..., 1]], -1)  # (N, L, 2)
-    total = width + inset[..., :2] + inset[..., 2:]
+    total = extent(ink) + inset[..., :2] + inset[..., 2:]
     both = shown[..., :2] & shown[..., 2:] & objects[..., None]
     return torch.stack([total[..., a][both[..., a]].median() if bool(both[..., a].any())
-                        else torch.tensor(float("nan")) for a in range(2)]).to(ink.device)
+                        else torch.tensor(0.0) for a in range(2)]).to(ink.device)
+
+
+def extent(boxes: Tensor) -> Tensor:
+    """(..., 4) boxes (x0, y0, x1, y1) -> (..., 2) their width and height."""
+    return boxes[..., 2:] - boxes[..., :2]

@@ -35,6 +35,7 @@ from vqvideo.models.motion import (
     KIN,
     SIDES,
     STEP_SCALE,
+    extent,
     fit_motion,
     kinematics,
     observed_insets,
@@ -113,8 +114,8 @@ class CodePrior(nn.Module):
             cb = vqvae.quantizer.codebook.float()
             spacing = torch.cdist(cb, cb).pow(2).median().clamp_min(1e-6) if k > 1 else torch.tensor(1.0)
         self.register_buffer("log_tau", torch.log(spacing / 4))
-        # the size (w, h) of the box objects bounce in, as the training clips show it (NaN: unknown)
-        self.register_buffer("box_size", torch.full((2,), float("nan")))
+        # the size (w, h) of the box objects bounce in, as the training clips show it (0: unknown)
+        self.register_buffer("box_size", torch.zeros(2))
 
     def shape_meta(self) -> dict:
         """What `build_prior` needs to rebuild this prior before loading its weights."""
@@ -163,10 +164,8 @@ class CodePrior(nn.Module):
         and that box's size less the ink's (from `box_size`, the size the training clips show, where known), so
         one side's turn, once seen, places the other side as well (`motion.pin_walls`)."""
         out = STEP_SCALE * self.wall_head(torch.cat([app, self.still_state(layers)], -1))
-        ink = layers.boxes() if ink is None else ink
-        width = torch.stack([ink[..., 2] - ink[..., 0], ink[..., 3] - ink[..., 1]], -1)
-        known = torch.isfinite(self.box_size)
-        slack = out[..., 2:] + torch.where(known, self.box_size.nan_to_num() - width, torch.zeros_like(width))
+        width = extent(layers.boxes() if ink is None else ink)
+        slack = out[..., 2:] + torch.where(self.box_size > 0, self.box_size - width, torch.zeros_like(width))
         margin = slack / 2 + out[..., :2]  # about centred in its box, as the data draws its digits
         return torch.cat([margin, slack - margin], -1)
 
