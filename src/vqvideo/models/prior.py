@@ -1,8 +1,8 @@
 """The temporal prior: how each layer of a frame moves, and so the next frame's codes.
 
-A frame is split into rigid layers (`models/layers.py`: pieces of ink, or the whole scene), and
-every predicted frame is composited from one real frame with each layer moved by its
-accumulated displacement. The learned parts only decide *where* layers go, so a layer keeps its
+A frame is split into rigid layers (`models/layers.py`: pieces of ink, or the whole scene; with
+several frames seen, each object with its own pixels, `models/separate.py`), and every predicted
+frame is composited from one real frame with each layer moved by its accumulated displacement. The learned parts only decide *where* layers go, so a layer keeps its
 shape and ink for the whole clip (`layers.py` says why a warp-and-resample loop smears):
 
 1. Appearance: the anchor frame's codes, p x p per token (their frozen codebook vectors), go
@@ -46,6 +46,7 @@ from vqvideo.models.motion import (
     wall_limits,
 )
 from vqvideo.models.sampling import pick_codes
+from vqvideo.models.separate import MIN_FRAMES, separate
 from vqvideo.models.vqvae import VQVAE
 
 
@@ -284,6 +285,7 @@ class CodePrior(nn.Module):
             images = self.decode(context.flatten(0, 1)).view(b, tc, -1, *self.size)  # (B, Tc, C, H, W)
         images = images.float()
         ar = torch.arange(b, device=context.device)
+        given = layers is not None
         if layers is None:
             frame = choose_anchor(images, self.cfg.max_layers)
             other = images[ar, (frame - 1).abs()] if tc > 1 else None  # a neighbour splits it by motion
@@ -291,8 +293,11 @@ class CodePrior(nn.Module):
         else:
             frame = torch.full((b,), tc - 1, dtype=torch.long, device=context.device)
         anchor = images[ar, frame]
-        disp, _ = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
+        disp, cost = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
         layers = Ly.merge_common_motion(layers, disp)  # a merged layer keeps its first piece's track
+        if tc >= MIN_FRAMES and not given:  # each object's own pixels, as the frames seen show them
+            layers, disp = separate(images, frame, layers, disp, cost, self.cfg.motion_radius)
+            layers = Ly.merge_common_motion(layers, disp)
         if tc == 1 and first_step is None and hints:
             layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)

@@ -62,9 +62,6 @@ class Tracks:
         return len(self.codes)
 
 
-LOST = 0.03  # tracker cost above which a layer counts as lost (and its frames leave the loss)
-
-
 @torch.no_grad()
 def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: torch.device,
                    batch: int = 64, desc: str = "tracking") -> Tracks:
@@ -78,7 +75,7 @@ def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: to
         layers = Ly.segment(x[ar, frame], cfg.max_layers, x[ar, (frame - 1).abs()], cfg.motion_radius)
         disp, cost = Ly.track(x, frame, layers, cfg.motion_radius)
         layers = Ly.merge_common_motion(layers, disp)  # a merged layer keeps its first piece's track
-        lost = cost >= LOST  # once lost (either side of the anchor), a layer leaves the loss
+        lost = cost >= Ly.LOST  # once lost (either side of the anchor), a layer leaves the loss
         after = lost.float().cummax(2).values * (torch.arange(x.shape[1], device=device) > frame[:, None, None])
         before = lost.flip(2).float().cummax(2).values.flip(2) * (torch.arange(x.shape[1], device=device) < frame[:, None, None])
         held = (1 - after) * (1 - before) * layers.valid[:, :, None].float()

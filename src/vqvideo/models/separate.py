@@ -1,0 +1,119 @@
+"""Object permanence from the frames seen: each ink layer's own pixels, as its track shows them.
+
+Segmenting one frame cannot tell two digits apart where they touch or overlap: a layer cut from
+it holds the other digit's strokes too, or two digits share one layer, and once they move apart
+the prediction carries the wrong pieces along (scribbles), or both as one block. The frames seen
+tell them apart. The data composites by maximum, so a pixel of an object, followed along that
+object's track, is at least as bright as the object itself in every frame, and exactly as bright
+where nothing else covers it; a pixel of anything else, followed along the same track, lands on
+background once the two have moved apart. So an object's own ink is the low envelope of the
+frames seen, each moved back by the object's displacement (a min along its track; the second
+lowest, so that one frame the tracker got wrong erases nothing). Where two digits cross, a pixel
+is both digits' and both keep it. Ink that no layer's track explains is a further object of its
+own (two digits that shared a layer), or, if only a speck, joins the layer it was in.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqvideo.models import layers as Ly
+from vqvideo.models.layers import HALO, INK, MIN_GROUP, Layers, gray_of
+
+EXPLAINED = 0.05  # an anchor pixel no brighter than a layer's own ink plus this is that layer's
+HELD = 0.07  # tracker cost up to which a frame counts: a layer holding two objects matches one of them
+MIN_FRAMES = 3  # frames (the anchor included) a layer's track must hold for its envelope to count
+
+
+def moved_back(frames: Tensor, disp: Tensor) -> tuple[Tensor, Tensor]:
+    """frames (B, T, H, W) and whole-pixel displacements (B, L, T, 2) -> each frame read where
+    each layer is in it, out(b, l, t, p) = frames(b, t, p + disp(b, l, t)), (B, L, T, H, W),
+    and whether that place lies inside the frame."""
+    b, t, h, w = frames.shape
+    d = disp.round().long()
+    ys = torch.arange(h, device=frames.device).view(1, 1, 1, h, 1) + d[..., 1, None, None]
+    xs = torch.arange(w, device=frames.device).view(1, 1, 1, 1, w) + d[..., 0, None, None]
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).flatten(3)  # (B, L, T, H*W)
+    n_l = disp.shape[1]
+    got = torch.gather(frames.flatten(2)[:, None].expand(-1, n_l, -1, -1), 3, flat).view(b, n_l, t, h, w)
+    return got, inside
+
+
+@torch.no_grad()
+def separate(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost: Tensor,
+             radius: int) -> tuple[Layers, Tensor]:
+    """images (B, T, C, H, W) the frames seen; anchor (B,) the frame the layers come from; disp
+    (B, L, T, 2) their tracks and cost (B, L, T) the tracker's match costs -> the layers with
+    each one's own pixels (`Layers.content`) and masks to match, and their tracks. A layer keeps
+    its track (its own pixels are those that follow it); an object found in ink no track
+    explains is tracked (within `radius` px a frame), and its own pixels where it crosses
+    another are then read along its own track."""
+    fresh = None
+    for _ in range(2):
+        out = own_pixels(images, anchor, layers, disp, cost, fresh)
+        fresh = out.valid & ~layers.valid
+        layers = out
+        if not bool(fresh.any()):
+            break
+        new_disp, new_cost = Ly.track(images, anchor, layers, radius)
+        disp = torch.where(fresh[..., None, None], new_disp, disp)
+        cost = torch.where(fresh[..., None], new_cost, cost)
+    return layers, disp
+
+
+def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost: Tensor,
+               fresh: Tensor | None = None) -> Layers:
+    """One pass of `separate`: the layers with their own pixels. Scene frames, and layers held
+    in fewer than MIN_FRAMES frames, keep the pixels they had."""
+    b, t, c = images.shape[:3]
+    n_l = layers.masks.shape[1]
+    ar = torch.arange(b, device=images.device)
+    gray = gray_of(images)  # (B, T, H, W)
+    front = gray[ar, anchor]  # (B, H, W)
+    given = front[:, None] * layers.masks if layers.content is None else gray_of(layers.content)  # (B, L, H, W)
+    objects = layers.valid & ~layers.scene[:, None]
+    held = cost < HELD
+    got, inside = moved_back(gray, disp)
+    use = held[..., None, None] & inside  # (B, L, T, H, W)
+    count = use.sum(2)  # (B, L, H, W) frames that see the layer's place
+    low = torch.where(use, got, torch.full_like(got, float("inf"))).sort(2).values
+    envelope = torch.where(count > MIN_FRAMES, low[:, :, 1], low[:, :, 0])
+    own = torch.where(count >= MIN_FRAMES, torch.minimum(envelope, front[:, None]), given)
+    # a layer holds more than one object where its track fails to explain an object's worth of
+    # its ink; otherwise it keeps its pixels (a few a track glitch loses are no other object)
+    mixed = ((given > INK) & (own <= INK)).sum((2, 3)) >= MIN_GROUP
+    if fresh is not None:  # a layer just found: its pixels where it crosses another, from its own track
+        mixed = mixed | fresh
+    enough = objects & mixed & (held.sum(2) >= MIN_FRAMES)
+    own = torch.where(enough[..., None, None], own, given) * objects[..., None, None]
+    masks = layers.masks.clone()
+    unexplained = (front > INK) & (front > own.amax(1) + EXPLAINED)
+    kernel = np.ones((2 * HALO + 1, 2 * HALO + 1), np.uint8)
+    for i in torch.nonzero(enough.any(1)).flatten().tolist():
+        left = unexplained[i].cpu().numpy()
+        # pieces a few pixels apart are one (another object's strokes cut where this one's cross them)
+        n, labels = cv2.connectedComponents(cv2.dilate(left.astype(np.uint8), kernel), connectivity=8)
+        labels = np.where(left, labels, 0)
+        area = np.bincount(labels.ravel(), minlength=n)
+        free = [j for j in range(n_l) if not bool(objects[i, j])]
+        for lab in (np.argsort(-area[1:], kind="stable") + 1).tolist():
+            piece = torch.from_numpy(labels == lab).to(images.device)
+            if area[lab] >= MIN_GROUP and free:  # a further object
+                region = torch.from_numpy(cv2.dilate(piece.cpu().numpy().astype(np.uint8), kernel) > 0).to(images.device)
+                j = free.pop(0)
+                own[i, j] = torch.where(region & (front[i] > own[i].amax(0) + EXPLAINED), front[i], 0.0)
+            else:  # a speck: back to the layer it was in
+                j = int(layers.masks[i][:, piece].sum(1).argmax())
+                own[i, j] = torch.where(piece, front[i], own[i, j])
+        for j in range(n_l):
+            if bool(enough[i, j]) or not bool(objects[i, j]):
+                grown = cv2.dilate((own[i, j] > INK).cpu().numpy().astype(np.uint8), kernel)
+                masks[i, j] = torch.from_numpy(grown.astype(np.float32)).to(images.device)
+    own = own * (masks > 0)
+    # colour ink: each layer keeps the anchor's colour wherever its own ink is
+    content = own[:, :, None] if c == 1 else images[ar, anchor].float()[:, None] * (own > 0)[:, :, None]
+    return Layers(masks, layers.scene, content)

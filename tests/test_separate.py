@@ -1,0 +1,99 @@
+"""Object permanence: two objects that overlap in the anchor frame get their own pixels back
+from the frames that show them apart (vqvideo.models.separate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from vqvideo.models import layers as Ly
+from vqvideo.models.separate import moved_back, separate
+
+SIZE, T = 64, 6
+
+
+def glyphs() -> tuple[np.ndarray, np.ndarray]:
+    """Two 14x14 glyphs unlike each other: a ring and a cross, ink 0.9 / 0.7."""
+    yy, xx = np.mgrid[:14, :14]
+    ring = ((np.hypot(yy - 6.5, xx - 6.5) > 4) & (np.hypot(yy - 6.5, xx - 6.5) < 6.5)).astype(np.float32) * 0.9
+    cross = ((abs(yy - 6.5) < 1.6) | (abs(xx - 6.5) < 1.6)).astype(np.float32) * 0.7
+    return ring, cross
+
+
+def clip(starts: list[tuple[int, int]], steps: list[tuple[int, int]]) -> torch.Tensor:
+    """(1, T, 1, 64, 64): each glyph at start + t * step, composited by maximum as the data is."""
+    frames = np.zeros((T, SIZE, SIZE), np.float32)
+    for g, (x0, y0), (dx, dy) in zip(glyphs(), starts, steps):
+        for t in range(T):
+            x, y = x0 + t * dx, y0 + t * dy
+            frames[t, y : y + 14, x : x + 14] = np.maximum(frames[t, y : y + 14, x : x + 14], g)
+    return torch.from_numpy(frames)[None, :, None]
+
+
+def own_layers(x: torch.Tensor):
+    """Segment frame 0 alone (the glyphs touch there: one piece), track it, then separate."""
+    anchor = torch.zeros(1, dtype=torch.long)
+    layers = Ly.segment(x[:, 0], 4)
+    disp, cost = Ly.track(x, anchor, layers, 6)
+    return layers, separate(x, anchor, layers, disp, cost, 6)[0], anchor
+
+
+def test_two_objects_that_share_a_layer_come_apart_with_their_own_pixels():
+    x = clip([(20, 24), (26, 24)], [(3, 0), (-3, 1)])  # overlapping in frame 0, apart by frame 3
+    before, after, _ = own_layers(x)
+    assert int(before.valid.sum()) == 1  # one piece of ink in the frame the layers come from
+    assert int(after.valid.sum()) == 2
+    ring, cross = glyphs()
+    truth = [np.zeros((SIZE, SIZE), np.float32) for _ in range(2)]
+    truth[0][24:38, 20:34], truth[1][24:38, 26:40] = ring, cross
+    got = after.content[0, after.valid[0], 0].numpy()
+    # each layer holds one glyph's own ink, in its place, and none of the other's
+    for g in truth:
+        err = [np.abs(c - g).max() for c in got]
+        assert min(err) < 1e-6
+    # where the two cross, a pixel is both glyphs' and both layers keep it
+    both = (truth[0] > 0) & (truth[1] > 0)
+    assert both.any() and all((c[both] > 0).all() for c in got)
+
+
+def test_separated_layers_render_the_frames_they_move_into():
+    x = clip([(20, 24), (26, 24)], [(3, 0), (-3, 1)])
+    before, after, anchor = own_layers(x)
+    for layers in (before, after):
+        disp, _ = Ly.track(x, anchor, layers, 6)
+        err = float((Ly.render(x[:, 0], layers, disp[:, :, -1]) - x[:, -1]).abs().max())
+        if layers is before:
+            assert err > 0.5  # one layer cannot move two glyphs apart
+        else:
+            assert err < 1e-6  # each glyph where it is in the last frame, exactly
+
+
+def test_an_object_alone_keeps_all_its_ink():
+    x = clip([(10, 10), (40, 40)], [(2, 1), (-1, -2)])  # apart all the time
+    before, after, _ = own_layers(x)
+    assert int(before.valid.sum()) == int(after.valid.sum()) == 2
+    anchor_ink = x[0, 0, 0] > Ly.INK
+    kept = (after.content[0, :, 0] > Ly.INK).any(0)
+    assert torch.equal(kept & anchor_ink, anchor_ink)
+
+
+def test_a_frame_seen_alone_or_a_scene_is_left_as_segmented():
+    x = clip([(20, 24), (26, 24)], [(3, 0), (-3, 1)])[:, :2]  # too few frames to tell
+    before, after, _ = own_layers(x)
+    assert torch.equal(before.masks, after.masks)
+    scene = torch.rand(1, 4, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.3
+    layers = Ly.segment(scene[:, 0], 4)
+    assert bool(layers.scene[0])
+    disp, cost = Ly.track(scene, torch.zeros(1, dtype=torch.long), layers, 6)
+    out, _ = separate(scene, torch.zeros(1, dtype=torch.long), layers, disp, cost, 6)
+    assert torch.equal(out.masks, layers.masks)
+
+
+def test_moved_back_reads_each_frame_where_the_layer_is():
+    frames = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    disp = torch.tensor([[[0, 0], [1, 0], [0, 2]]], dtype=torch.float32).expand(2, 1, 3, 2)
+    got, inside = moved_back(frames, disp)
+    assert torch.equal(got[:, 0, 0], frames[:, 0])
+    assert torch.equal(got[:, 0, 1, :, :4], frames[:, 1, :, 1:])  # out(p) = frame(p + (1, 0))
+    assert not bool(inside[:, 0, 1, :, 4].any()) and bool(inside[:, 0, 1, :, :4].all())
+    assert torch.equal(got[:, 0, 2, :3], frames[:, 2, 2:])
