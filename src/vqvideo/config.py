@@ -131,7 +131,7 @@ class TrainConfig(Section):
 
 
 class PriorConfig(Section):
-    steps: int = Field(500, ge=1)
+    steps: int = Field(300, ge=1)
     batch_size: int = Field(32, ge=1)  # clips per step; each brings all its layers
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
@@ -153,7 +153,7 @@ class PriorConfig(Section):
     max_context: int = Field(10, ge=1)
     action_weight: float = Field(0.1, ge=0)  # weight of the action prior's cross-entropy
     seed: int = 0
-    eval_every: int = Field(300, ge=1)
+    eval_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
