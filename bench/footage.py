@@ -38,7 +38,7 @@ FOOTAGE = {
     "collect": {"source": "folder"},
     "sample": {"channels": 3, "frame_interval": 3, "augment": 3, "flip": True},
     "model": {"downsample": 2},
-    "prior": {"patch": 4},
+    "prior": {"patch": 4, "steps": 500},
 }
 SIZE_128 = {"sample": {"size": 128}, "model": {"downsample": 4}, "train": {"batch_size": 32}, "prior": {"patch": 4}}
 QUICK = {"train": {"steps": 20, "eval_every": 10, "checkpoint_every": 10},
