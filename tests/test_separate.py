@@ -85,8 +85,17 @@ def test_a_frame_seen_alone_or_a_scene_is_left_as_segmented():
     layers = Ly.segment(scene[:, 0], 4)
     assert bool(layers.scene[0])
     disp, cost = Ly.track(scene, torch.zeros(1, dtype=torch.long), layers, 6)
-    out, _ = separate(scene, torch.zeros(1, dtype=torch.long), layers, disp, cost, 6)
-    assert torch.equal(out.masks, layers.masks)
+    out, out_disp = separate(scene, torch.zeros(1, dtype=torch.long), layers, disp, cost, 6)
+    assert torch.equal(out.masks, layers.masks) and torch.equal(out_disp, disp)
+    assert out.content is None  # a scene is drawn from the frame itself, as before
+    # a scene beside an ink frame in one batch keeps the frame as its pixels too
+    ink = clip([(20, 24), (26, 24)], [(3, 0), (-3, 1)])[:, :4]
+    both = torch.cat([scene, ink])
+    mixed = Ly.segment(both[:, 0], 4)
+    anchor = torch.zeros(2, dtype=torch.long)
+    d, c = Ly.track(both, anchor, mixed, 6)
+    out, _ = separate(both, anchor, mixed, d, c, 6)
+    assert torch.equal(out.content[0], scene[0, 0][None] * mixed.masks[0][:, None])
 
 
 def test_moved_back_reads_each_frame_where_the_layer_is():

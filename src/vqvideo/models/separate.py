@@ -52,6 +52,8 @@ def separate(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost:
     its track (its own pixels are those that follow it); an object found in ink no track
     explains is tracked (within `radius` px a frame), and its own pixels where it crosses
     another are then read along its own track."""
+    if not bool((layers.valid & ~layers.scene[:, None]).any()):  # scenes only (footage): nothing to separate
+        return layers, disp
     fresh = None
     for _ in range(2):
         out = own_pixels(images, anchor, layers, disp, cost, fresh)
@@ -89,7 +91,7 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
     if fresh is not None:  # a layer just found: its pixels where it crosses another, from its own track
         mixed = mixed | fresh
     enough = objects & mixed & (held.sum(2) >= MIN_FRAMES)
-    own = torch.where(enough[..., None, None], own, given) * objects[..., None, None]
+    own = torch.where(enough[..., None, None], own, given)
     masks = layers.masks.clone()
     unexplained = (front > INK) & (front > own.amax(1) + EXPLAINED)
     kernel = np.ones((2 * HALO + 1, 2 * HALO + 1), np.uint8)
@@ -114,6 +116,8 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
                 grown = cv2.dilate((own[i, j] > INK).cpu().numpy().astype(np.uint8), kernel)
                 masks[i, j] = torch.from_numpy(grown.astype(np.float32)).to(images.device)
     own = own * (masks > 0)
-    # colour ink: each layer keeps the anchor's colour wherever its own ink is
-    content = own[:, :, None] if c == 1 else images[ar, anchor].float()[:, None] * (own > 0)[:, :, None]
+    # colour ink: each layer keeps the anchor's colour wherever its own ink is; a scene, the frame
+    frame = images[ar, anchor].float()[:, None]  # (B, 1, C, H, W)
+    content = own[:, :, None] if c == 1 else frame * (own > 0)[:, :, None]
+    content = torch.where(layers.scene[:, None, None, None, None], frame * masks[:, :, None], content)
     return Layers(masks, layers.scene, content)
