@@ -106,3 +106,25 @@ def test_moved_back_reads_each_frame_where_the_layer_is():
     assert torch.equal(got[:, 0, 1, :, :4], frames[:, 1, :, 1:])  # out(p) = frame(p + (1, 0))
     assert not bool(inside[:, 0, 1, :, 4].any()) and bool(inside[:, 0, 1, :, :4].all())
     assert torch.equal(got[:, 0, 2, :3], frames[:, 2, 2:])
+
+
+def test_colour_ink_keeps_each_objects_own_share_where_they_cross():
+    x = clip([(20, 24), (26, 24)], [(3, 0), (-3, 1)]) * torch.tensor([1.0, 0.5, 0.2]).view(1, 1, 3, 1, 1)
+    _, after, anchor = own_layers(x)
+    assert int(after.valid.sum()) == 2
+    disp, _ = Ly.track(x, anchor, after, 6)
+    assert float((Ly.render(x[:, 0], after, disp[:, :, -1]) - x[:, -1]).abs().max()) < 1e-6
+
+
+def test_ink_far_away_that_moves_alike_stays_another_object():
+    x = clip([(20, 24), (26, 24)], [(3, 0), (-3, 1)])
+    for t in range(T):  # a block that moves exactly as the ring does, far from it
+        x[0, t, 0, 4:10, 4 + 3 * t : 10 + 3 * t] = 0.8
+    before, after, _ = own_layers(x)
+    assert int(before.valid.sum()) == 2 and int(after.valid.sum()) == 3
+    block = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    block[4:10, 4:10] = True
+    holders = [(after.content[0, j, 0][block] > 0).any().item() for j in range(4)]
+    assert sum(holders) == 1  # the block is in one layer only
+    j = holders.index(True)
+    assert float(after.content[0, j, 0][~block].abs().max()) == 0.0  # and that layer is the block alone

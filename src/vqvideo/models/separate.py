@@ -18,6 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vqvideo.models import layers as Ly
@@ -52,8 +53,8 @@ def separate(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost:
     its track (its own pixels are those that follow it); an object found in ink no track
     explains is tracked (within `radius` px a frame), and its own pixels where it crosses
     another are then read along its own track."""
-    if not bool((layers.valid & ~layers.scene[:, None]).any()):  # scenes only (footage): nothing to separate
-        return layers, disp
+    if images.shape[1] < MIN_FRAMES or not bool((layers.valid & ~layers.scene[:, None]).any()):
+        return layers, disp  # too few frames to tell, or scenes only (footage): nothing to separate
     fresh = None
     for _ in range(2):
         out = own_pixels(images, anchor, layers, disp, cost, fresh)
@@ -65,6 +66,21 @@ def separate(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost:
         disp = torch.where(fresh[..., None, None], new_disp, disp)
         cost = torch.where(fresh[..., None], new_cost, cost)
     return layers, disp
+
+
+def reach(front: Tensor, masks: Tensor, objects: Tensor) -> Tensor:
+    """(B, L, H, W) where each object layer's own pixels may lie: the pieces of (haloed) ink of the
+    anchor frame `front` (B, H, W) that its mask touches. Ink elsewhere that happens to move the
+    same way (two digits at rest) is another object's."""
+    ink = F.max_pool2d((front > INK).float()[:, None], 2 * HALO + 1, 1, HALO)[:, 0] > 0
+    out = torch.zeros_like(masks, dtype=torch.bool)
+    for i in torch.nonzero(objects.any(1)).flatten().tolist():
+        _, labels = cv2.connectedComponents(ink[i].cpu().numpy().astype(np.uint8), connectivity=8)
+        labels = torch.from_numpy(labels).to(masks.device)
+        for j in torch.nonzero(objects[i]).flatten().tolist():
+            ids = labels[masks[i, j] > 0].unique()
+            out[i, j] = torch.isin(labels, ids[ids > 0])
+    return out
 
 
 def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost: Tensor,
@@ -85,6 +101,8 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
     low = torch.where(use, got, torch.full_like(got, float("inf"))).sort(2).values
     envelope = torch.where(count > MIN_FRAMES, low[:, :, 1], low[:, :, 0])
     own = torch.where(count >= MIN_FRAMES, torch.minimum(envelope, front[:, None]), given)
+    own = torch.where(front[:, None] - own <= EXPLAINED, front[:, None], own)  # frames a little off (codes) dim nothing
+    own = own * reach(front, layers.masks, objects)
     # a layer holds more than one object where its track fails to explain an object's worth of
     # its ink; otherwise it keeps its pixels (a few a track glitch loses are no other object)
     mixed = ((given > INK) & (own <= INK)).sum((2, 3)) >= MIN_GROUP
@@ -116,8 +134,8 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
                 grown = cv2.dilate((own[i, j] > INK).cpu().numpy().astype(np.uint8), kernel)
                 masks[i, j] = torch.from_numpy(grown.astype(np.float32)).to(images.device)
     own = own * (masks > 0)
-    # colour ink: each layer keeps the anchor's colour wherever its own ink is; a scene, the frame
+    # colour ink: the anchor's colour, scaled to the layer's own share where another crosses it; a scene, the frame
     frame = images[ar, anchor].float()[:, None]  # (B, 1, C, H, W)
-    content = own[:, :, None] if c == 1 else frame * (own > 0)[:, :, None]
+    content = own[:, :, None] if c == 1 else frame * (own / front[:, None].clamp_min(1e-6)).clamp(max=1)[:, :, None]
     content = torch.where(layers.scene[:, None, None, None, None], frame * masks[:, :, None], content)
     return Layers(masks, layers.scene, content)
