@@ -81,6 +81,11 @@ def gray_of(frames: Tensor) -> Tensor:
     return frames.float().mean(-3)
 
 
+def haloed_ink(gray: Tensor) -> Tensor:
+    """(B, H, W) gray frames -> (B, H, W) bool: their ink, dilated by HALO px (a stroke's faint edge)."""
+    return F.max_pool2d((gray > INK).float()[:, None], 2 * HALO + 1, 1, HALO)[:, 0] > 0
+
+
 def segment(frames: Tensor, max_layers: int, other: Tensor | None = None, radius: int = 6) -> Layers:
     """(B, C, H, W) frames in [0, 1] -> their layers (at most `max_layers` each).
 
@@ -92,7 +97,7 @@ def segment(frames: Tensor, max_layers: int, other: Tensor | None = None, radius
     gray = gray_of(frames)
     b, h, w = gray.shape
     border = torch.cat([gray[:, 0], gray[:, -1], gray[:, :, 0], gray[:, :, -1]], 1)
-    ink = F.max_pool2d((gray > INK).float()[:, None], 2 * HALO + 1, 1, HALO)[:, 0] > 0
+    ink = haloed_ink(gray)
     coverage = ink.float().mean((1, 2))
     scene = (border.median(1).values > DARK) | (coverage > SCENE_COVERAGE) | (coverage == 0)
     masks = torch.zeros(b, max_layers, h, w, device=frames.device)
@@ -317,7 +322,7 @@ def layers_from_boxes(frames: Tensor, boxes: Tensor, max_layers: int) -> Layers:
     joins the nearest box too, so nothing is dropped."""
     gray = gray_of(frames)
     b, h, w = gray.shape
-    ink = F.max_pool2d((gray > INK).float()[:, None], 2 * HALO + 1, 1, HALO)[:, 0] > 0
+    ink = haloed_ink(gray)
     k = min(boxes.shape[1], max_layers)
     bx = boxes[:, :k].float()
     present = bx[..., 2] > bx[..., 0]  # (B, K)

@@ -2,8 +2,9 @@
 
 A frame is split into rigid layers (`models/layers.py`: pieces of ink, or the whole scene; with
 several frames seen, each object with its own pixels, `models/separate.py`), and every predicted
-frame is composited from one real frame with each layer moved by its accumulated displacement. The learned parts only decide *where* layers go, so a layer keeps its
-shape and ink for the whole clip (`layers.py` says why a warp-and-resample loop smears):
+frame is composited from one real frame with each layer moved by its accumulated displacement.
+The learned parts only decide *where* layers go, so a layer keeps its shape and ink for the whole
+clip (`layers.py` says why a warp-and-resample loop smears):
 
 1. Appearance: the anchor frame's codes, p x p per token (their frozen codebook vectors), go
    through multi-head self-attention over the frame (relative-position bias); each layer's

@@ -18,7 +18,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vqvideo.models import layers as Ly
@@ -34,13 +33,11 @@ def moved_back(frames: Tensor, disp: Tensor) -> tuple[Tensor, Tensor]:
     each layer is in it, out(b, l, t, p) = frames(b, t, p + disp(b, l, t)), (B, L, T, H, W),
     and whether that place lies inside the frame."""
     b, t, h, w = frames.shape
-    d = disp.round().long()
-    ys = torch.arange(h, device=frames.device).view(1, 1, 1, h, 1) + d[..., 1, None, None]
-    xs = torch.arange(w, device=frames.device).view(1, 1, 1, 1, w) + d[..., 0, None, None]
-    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-    flat = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).flatten(3)  # (B, L, T, H*W)
     n_l = disp.shape[1]
-    got = torch.gather(frames.flatten(2)[:, None].expand(-1, n_l, -1, -1), 3, flat).view(b, n_l, t, h, w)
+    d = -disp.round().flatten(0, 2)  # (B*L*T, 2): out(p) = frame(p - d), Ly.shift's convention
+    stack = frames[:, None].expand(-1, n_l, -1, -1, -1).reshape(-1, 1, h, w)
+    got = Ly.shift(stack, d, mode="nearest", padding="zeros").view(b, n_l, t, h, w)
+    inside = Ly.shift(torch.ones_like(stack), d, mode="nearest", padding="zeros").view(b, n_l, t, h, w) > 0.5
     return got, inside
 
 
@@ -72,7 +69,7 @@ def reach(front: Tensor, masks: Tensor, objects: Tensor) -> Tensor:
     """(B, L, H, W) where each object layer's own pixels may lie: the pieces of (haloed) ink of the
     anchor frame `front` (B, H, W) that its mask touches. Ink elsewhere that happens to move the
     same way (two digits at rest) is another object's."""
-    ink = F.max_pool2d((front > INK).float()[:, None], 2 * HALO + 1, 1, HALO)[:, 0] > 0
+    ink = Ly.haloed_ink(front)
     out = torch.zeros_like(masks, dtype=torch.bool)
     for i in torch.nonzero(objects.any(1)).flatten().tolist():
         _, labels = cv2.connectedComponents(ink[i].cpu().numpy().astype(np.uint8), connectivity=8)
