@@ -119,13 +119,13 @@ def test_fit_motion_recovers_sub_pixel_state_and_a_seen_wall_from_whole_pixel_pl
     true = _bounce(30.3, 3.3, 10)  # turns at 36 after frame 1
     seen = torch.tensor([round(p) for p in true], dtype=torch.float32)
     disp = (seen - seen[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2)
-    pos, vel, wall, turned = fit_motion(disp)
+    pos, vel, wall, turned, _ = fit_motion(disp)
     assert bool(turned[0, 0, 0])
     assert abs(float(pos[0, 0, 0]) - (true[-1] - float(seen[-1]))) < 0.3
     assert abs(float(vel[0, 0, 0]) + 3.3) < 0.1
     assert abs(float(wall[0, 0, 0]) - (36 - float(seen[-1]))) < 0.3
     straight = torch.tensor([round(2.0 + 1.7 * t) for t in range(10)], dtype=torch.float32)
-    pos, vel, _, turned = fit_motion((straight - straight[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2))
+    pos, vel, _, turned, _ = fit_motion((straight - straight[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2))
     assert not bool(turned.any()) and abs(float(vel[0, 0, 0]) - 1.7) < 0.05
 
 
@@ -144,3 +144,25 @@ def test_one_seen_wall_places_the_other_at_the_span_and_bounce_box_reads_it():
     ink = torch.tensor([[[20.0, 20.0, 30.0, 30.0]]])
     size = bounce_box(ink, disp, torch.ones(1, 1, 24), torch.ones(1, 1, dtype=torch.bool), (64, 64))
     assert torch.allclose(size, torch.tensor([28.0, 28.0]), atol=1.0)  # to a pixel from one clip
+
+
+def test_fit_motion_drops_a_place_the_tracker_slipped_on_and_sees_no_turn_in_it():
+    from vqvideo.models.motion import fit_motion
+
+    true = _bounce(34.3, -3.3, 10)  # a straight run; the tracker slipped 5 px at frame 0
+    seen = torch.tensor([round(p) for p in true], dtype=torch.float32)
+    seen[0] += 5
+    disp = (seen - seen[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2)
+    pos, vel, _, turned, held = fit_motion(disp)
+    assert not bool(turned.any())
+    assert abs(float(vel[0, 0, 0]) + 3.3) < 0.1
+    assert abs(float(pos[0, 0, 0]) - (true[-1] - float(seen[-1]))) < 0.3
+    assert held[0, 0].tolist() == [False] + [True] * 9
+    # and with a turn in the run, the slip still leaves the turn and its wall where they are
+    true = _bounce(30.3, 3.3, 10)  # turns at 36 after frame 1
+    seen = torch.tensor([round(p) for p in true], dtype=torch.float32)
+    seen[-4] += 5
+    pos, vel, wall, turned, held = fit_motion((seen - seen[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2))
+    assert bool(turned[0, 0, 0]) and abs(float(vel[0, 0, 0]) + 3.3) < 0.1
+    assert abs(float(wall[0, 0, 0]) - (36 - float(seen[-1]))) < 0.3
+    assert not bool(held[0, 0, -4]) and int(held.sum()) == 9

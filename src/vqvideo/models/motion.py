@@ -152,12 +152,15 @@ def reflect(pos: Tensor, lo: Tensor, hi: Tensor, active: Tensor) -> tuple[Tensor
 
 
 TURN_COST = 1.0  # px^2 of squared residual a turn must save to be believed (rounding alone: 1/12 a frame)
+OUTLIER = 1.0  # px off the fitted motion: a place the tracker got wrong (rounding alone: half a pixel)
+MIN_FIT = 5  # places a fit keeps at least, the worst placed dropped last
 
 
-def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """A least-squares state for each layer from its seen places: (B, L, T, 2) displacements ->
     its sub-pixel position and velocity at the last frame, (B, L, 2) each, and the wall a turn
-    in them shows, (B, L, 2) displacement, with (B, L, 2) whether they show one.
+    in them shows, (B, L, 2) displacement, with (B, L, 2) whether they show one, and (B, L, T)
+    the places the fit keeps (those before the window too).
 
     Per axis, over the last `window` frames (at the data's speeds a layer crosses its frame in
     more, so they hold one turn at most), two models: one straight line, and an elastic bounce
@@ -166,7 +169,10 @@ def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, 
     them knows where the layer is and how fast it goes to a fraction of a pixel, where the last
     place and the mean step are half a pixel off and more. A bounce is believed where it saves
     `TURN_COST` and its wall stands beyond every seen place; the mirrored lines meet at the wall,
-    halfway between their intercepts.
+    halfway between their intercepts. Robust: each model is fitted again without the places its
+    fit leaves more than `OUTLIER` px off (a frame where another digit covered this one and
+    the tracker slipped), and scored with a dropped place costing OUTLIER^2 (an unweighted fit
+    bends towards a slip, and a slip at the clip's start reads as a turn).
     """
     w = min(disp.shape[2], window)
     x = disp[:, :, -w:].transpose(2, 3).float()  # (B, L, 2, w)
@@ -175,18 +181,46 @@ def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, 
     k = torch.arange(w, device=disp.device)[:, None]  # frames before the turn (0: no turn)
     now = (idx[None] >= k).float()  # (K, w): on the current line
     design = torch.stack([now, 1 - now, torch.where(now > 0, tt, -tt).expand_as(now)], -1)  # (K, w, 3)
-    coef = torch.einsum("kcw,blaw->blakc", torch.linalg.pinv(design), x)  # (B, L, 2, K, 3)
-    res = (torch.einsum("kwc,blakc->blakw", design, coef) - x[:, :, :, None]).pow(2).sum(-1)
+    keep = torch.ones(*x.shape[:3], w, w, device=disp.device)  # (B, L, 2, K, w) places each model fits
+    coef, model = _weighted_lines(design, keep, x)
+    for _ in range(2):  # each model again without the places it leaves more than OUTLIER px
+        # off, the worst first, while MIN_FIT remain (twice: a slip pulls the first fit off
+        # its neighbours too)
+        res = (model - x[:, :, :, None]).abs()
+        rank = res.argsort(-1, descending=True).argsort(-1)  # 0: the worst placed
+        keep = ((res <= OUTLIER) | (rank >= w - MIN_FIT)).float()
+        coef, model = _weighted_lines(design, keep, x)
+    # scored on every place, a dropped one costing OUTLIER^2 (truncated least squares)
+    res = (model - x[:, :, :, None]).pow(2).clamp_max(OUTLIER ** 2).sum(-1)  # (B, L, 2, K)
     pos, before, vel = coef.unbind(-1)  # now: pos + vel * t; before the turn: before - vel * t
     wall = (pos + before) / 2
-    seen = x.unsqueeze(3)
-    beyond = torch.where(vel > 0, wall <= seen.amin(-1) + 0.5, wall >= seen.amax(-1) - 0.5)
-    ok = beyond & (vel.abs() > MIN_SPEED) & (k[:, 0] >= 1) & (k[:, 0] <= w - 2)  # a line each side
-    cost = torch.where(ok, res + TURN_COST, torch.tensor(float("inf"), device=disp.device))
+    inf = torch.tensor(float("inf"), device=disp.device)
+    kept = keep > 0
+    seen_lo = torch.where(kept, x.unsqueeze(3), inf).amin(-1)
+    seen_hi = torch.where(kept, x.unsqueeze(3), -inf).amax(-1)
+    beyond = torch.where(vel > 0, wall <= seen_lo + 0.5, wall >= seen_hi - 0.5)
+    # a line each side, of two kept places at least (one place alone before a turn fits any
+    # slip exactly)
+    sides = ((keep * (1 - now)).sum(-1) >= 2) & ((keep * now).sum(-1) >= 2)
+    ok = beyond & (vel.abs() > MIN_SPEED) & (k[:, 0] >= 1) & sides
+    cost = torch.where(ok, res + TURN_COST, inf)
     cost[..., 0] = res[..., 0]
     best = cost.argmin(-1, keepdim=True)  # (B, L, 2, 1)
     pick = lambda t: t.gather(-1, best)[..., 0]  # noqa: E731
-    return pick(pos), pick(vel), pick(wall), best[..., 0] > 0
+    fitted = kept.gather(3, best[..., None].expand(-1, -1, -1, 1, w))[:, :, :, 0].all(2)  # (B, L, w)
+    held = torch.cat([torch.ones_like(disp[:, :, : disp.shape[2] - w, 0], dtype=torch.bool), fitted], 2)
+    return pick(pos), pick(vel), pick(wall), best[..., 0] > 0, held
+
+
+def _weighted_lines(design: Tensor, weight: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Least squares of each model (K, w, 3) through places x (B, L, 2, w), each model with its
+    own weights (B, L, 2, K, w) -> coefficients (B, L, 2, K, 3) and the models' places (B, L, 2, K, w).
+    A little ridge keeps a model whose segment before the turn has no kept place solvable."""
+    gram = torch.einsum("kwc,blakw,kwd->blakcd", design, weight, design)
+    gram = gram + 1e-4 * torch.eye(3, device=x.device)
+    rhs = torch.einsum("kwc,blakw,blaw->blakc", design, weight, x)
+    coef = torch.linalg.solve(gram, rhs.unsqueeze(-1))[..., 0]
+    return coef, torch.einsum("kwc,blakc->blakw", design, coef)
 
 
 def bounce_box(ink: Tensor, disp: Tensor, held: Tensor, objects: Tensor, size: tuple[int, int]) -> Tensor:

@@ -47,7 +47,7 @@ from vqvideo.models.motion import (
     wall_limits,
 )
 from vqvideo.models.sampling import pick_codes
-from vqvideo.models.separate import MIN_FRAMES, separate
+from vqvideo.models.separate import MIN_FRAMES, own_ink_boxes, separate
 from vqvideo.models.vqvae import VQVAE
 
 
@@ -220,12 +220,15 @@ class CodePrior(nn.Module):
         shown_lo, shown_hi = lo, hi
         known_lo = known_hi = torch.zeros_like(lo, dtype=torch.bool)
         pos = disp[:, :, -1]
+        held = valid[:, :, None].expand(-1, -1, tc)
+        if tc > 2:  # an object's state fitted through all its seen places, a bounce included
+            fit_pos, fit_vel, wall, turned, fitted = fit_motion(disp)
+            held = held & fitted  # places off the fitted motion (a tracker's slip) show no wall
         if tc > 1:  # a turn the seen frames show places that wall better than any guess
-            seen_inset, shown = observed_insets(ink, disp, valid[:, :, None].expand(-1, -1, tc).float(), self.size)
+            seen_inset, shown = observed_insets(ink, disp, held.float(), self.size)
             shown_lo, shown_hi = wall_limits(ink, seen_inset, None, self.size)
             known_lo, known_hi = shown[..., :2], shown[..., 2:]
-        if tc > 2:  # an object's state fitted through all its seen places, a bounce included
-            fit_pos, fit_vel, wall, turned = fit_motion(disp)
+        if tc > 2:
             obj = objects[..., None]
             pos, v = torch.where(obj, fit_pos, pos), torch.where(obj, fit_vel, v)
             at_lo, at_hi = obj & turned & (fit_vel > 0), obj & turned & (fit_vel < 0)
@@ -299,6 +302,8 @@ class CodePrior(nn.Module):
         if tc >= MIN_FRAMES and not given:  # each object's own pixels, as the frames seen show them
             layers, disp = separate(images, frame, layers, disp, cost, self.cfg.motion_radius)
             layers = Ly.merge_common_motion(layers, disp)
+            _, cost = Ly.track(images, frame, layers, self.cfg.motion_radius)
+        ink = own_ink_boxes(images, frame, layers, disp, cost)  # what its walls stand against
         if tc == 1 and first_step is None and hints:
             layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)
@@ -312,7 +317,7 @@ class CodePrior(nn.Module):
                 first_step = self.draw_steps(self.step_logits(app, self.still_state(layers)), sampling, generator)
             if hints:
                 first_step = apply_hints(first_step, layers, hints)
-        disp = self.dynamics(app, layers, disp, steps, first_step, layers.ink_boxes(anchor))
+        disp = self.dynamics(app, layers, disp, steps, first_step, ink)
         return {"anchor": anchor, "layers": layers, "disp": disp, "frame": frame}
 
     @torch.no_grad()

@@ -65,6 +65,44 @@ def separate(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost:
     return layers, disp
 
 
+def low_envelope(gray: Tensor, disp: Tensor, held: Tensor) -> tuple[Tensor, Tensor]:
+    """gray frames (B, T, H, W), tracks (B, L, T, 2) and where the tracker holds each layer
+    (B, L, T) -> each layer's low envelope along its track, (B, L, H, W): the second lowest of
+    the frames read where the layer is (the lowest where MIN_FRAMES frames or fewer see that
+    place), and how many frames see each place, (B, L, H, W)."""
+    got, inside = moved_back(gray, disp)
+    use = held[..., None, None] & inside  # (B, L, T, H, W)
+    count = use.sum(2)  # (B, L, H, W) frames that see the layer's place
+    low = torch.where(use, got, torch.full_like(got, float("inf")))
+    low = low.topk(min(2, low.shape[2]), dim=2, largest=False, sorted=True).values
+    return torch.where(count > MIN_FRAMES, low[:, :, -1], low[:, :, 0]), count
+
+
+@torch.no_grad()
+def own_ink_boxes(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost: Tensor) -> Tensor:
+    """(B, L, 4) the box of each object layer's own ink at the anchor, as its track through the
+    frames `images` (B, T, C, H, W) shows it: where the layer's pixels stay ink along its track
+    (`low_envelope`). Another digit's strokes that its mask holds where the two overlap leave
+    it once they move apart, so its box is the object's own, which its walls stand against
+    (the box the anchor alone gives grows by the other digit's strokes, and the layer turns early).
+    Layers held in fewer than MIN_FRAMES frames, scenes, and fewer frames than that: the
+    anchor's ink box (`Layers.ink_boxes`)."""
+    ar = torch.arange(images.shape[0], device=images.device)
+    front = images[ar, anchor]
+    plain = layers.ink_boxes(front)
+    if images.shape[1] < MIN_FRAMES:
+        return plain
+    gray = gray_of(images)
+    held = cost < HELD
+    envelope, count = low_envelope(gray, disp, held)
+    mine = gray[ar, anchor][:, None] * layers.masks if layers.content is None else gray_of(layers.content)
+    own = torch.where(count >= MIN_FRAMES, torch.minimum(envelope, mine), mine)
+    boxes = Ly.mask_boxes((own > INK).float())
+    ok = (layers.valid & ~layers.scene[:, None] & (held.sum(2) >= MIN_FRAMES)
+          & (boxes[..., 2:] > boxes[..., :2]).all(-1))
+    return torch.where(ok[..., None], boxes, plain)
+
+
 def reach(front: Tensor, masks: Tensor, objects: Tensor) -> Tensor:
     """(B, L, H, W) where each object layer's own pixels may lie: the pieces of (haloed) ink of the
     anchor frame `front` (B, H, W) that its mask touches. Ink elsewhere that happens to move the
@@ -92,11 +130,7 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
     given = front[:, None] * layers.masks if layers.content is None else gray_of(layers.content)  # (B, L, H, W)
     objects = layers.valid & ~layers.scene[:, None]
     held = cost < HELD
-    got, inside = moved_back(gray, disp)
-    use = held[..., None, None] & inside  # (B, L, T, H, W)
-    count = use.sum(2)  # (B, L, H, W) frames that see the layer's place
-    low = torch.where(use, got, torch.full_like(got, float("inf"))).sort(2).values
-    envelope = torch.where(count > MIN_FRAMES, low[:, :, 1], low[:, :, 0])
+    envelope, count = low_envelope(gray, disp, held)
     own = torch.where(count >= MIN_FRAMES, torch.minimum(envelope, front[:, None]), given)
     own = torch.where(front[:, None] - own <= EXPLAINED, front[:, None], own)  # frames a little off (codes) dim nothing
     own = own * reach(front, layers.masks, objects)

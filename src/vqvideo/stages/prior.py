@@ -19,6 +19,7 @@ from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
 from vqvideo.models.motion import bounce_box, kinematics, observed_insets
 from vqvideo.models.prior import CodePrior, choose_anchor
+from vqvideo.models.separate import own_ink_boxes
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
 from vqvideo.utils import autocast, resolve_device, resolve_precision, seed_everything
@@ -81,7 +82,7 @@ def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: to
         held = (1 - after) * (1 - before) * layers.valid[:, :, None].float()
         out["codes"].append(vqvae.encode_indices(x[ar, frame]))
         for k, v in (("masks", layers.masks), ("scene", layers.scene), ("disp", disp), ("weight", held),
-                     ("ink", layers.ink_boxes(x[ar, frame]))):
+                     ("ink", own_ink_boxes(x, frame, layers, disp, cost))):
             out[k].append(v)
     return Tracks(**{k: torch.cat(v) for k, v in out.items()})
 
@@ -195,7 +196,7 @@ def train_prior(
     model.box_size.copy_(bounce_box(tracks.ink, tracks.disp, tracks.weight, objects, model.size))
     log.info("prior: the training clips' objects bounce in a box of %s px", model.box_size.tolist())
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
-    code = source_fingerprint("models.prior", "models.motion", "models.layers", "stages.prior")
+    code = source_fingerprint("models.prior", "models.motion", "models.layers", "models.separate", "stages.prior")
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype), code)
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
