@@ -131,7 +131,7 @@ def test_ink_far_away_that_moves_alike_stays_another_object():
 
 
 def test_a_layer_whose_mask_holds_another_glyph_where_they_touch_gets_its_own_ink_box():
-    from vqvideo.models.separate import own_ink_boxes
+    from vqvideo.models.separate import HELD, own_ink_boxes
 
     # the ring at rest and the cross moving away: in frame 0 they touch and the motion split
     # (frame 0 against frame 1) gives the ring's layer some of the cross's strokes
@@ -140,11 +140,11 @@ def test_a_layer_whose_mask_holds_another_glyph_where_they_touch_gets_its_own_in
     layers = Ly.segment(x[:, 0], 4)  # one piece: both glyphs in one layer, as one box
     disp, cost = Ly.track(x, anchor, layers, 6)
     plain = layers.ink_boxes(x[:, 0])[0, 0]
-    own = own_ink_boxes(x, anchor, layers, disp, cost)[0, 0]
+    own = own_ink_boxes(x, anchor, layers, disp, cost < HELD)[0, 0]
     assert float(plain[2] - plain[0]) > 14  # the anchor's ink box spans both glyphs
     # the box of the ink that follows the layer's track: the ring's own
     ring = torch.zeros(1, 1, SIZE, SIZE)
     ring[0, 0, 24:38, 20:34] = torch.from_numpy(glyphs()[0])
     torch.testing.assert_close(own, Ly.mask_boxes((ring > Ly.INK).float())[0, 0])
     # fewer than MIN_FRAMES frames: the anchor's box as it is
-    torch.testing.assert_close(own_ink_boxes(x[:, :2], anchor, layers, disp[:, :, :2], cost[:, :, :2])[0, 0], plain)
+    torch.testing.assert_close(own_ink_boxes(x[:, :2], anchor, layers, disp[:, :, :2], cost[:, :, :2] < HELD)[0, 0], plain)

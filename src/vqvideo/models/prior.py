@@ -302,8 +302,10 @@ class CodePrior(nn.Module):
         if tc >= MIN_FRAMES and not given:  # each object's own pixels, as the frames seen show them
             layers, disp = separate(images, frame, layers, disp, cost, self.cfg.motion_radius)
             layers = Ly.merge_common_motion(layers, disp)
-            _, cost = Ly.track(images, frame, layers, self.cfg.motion_radius)
-        ink = own_ink_boxes(images, frame, layers, disp, cost)  # what its walls stand against
+        # what each layer's walls stand against: its own ink's box, read in the frames where
+        # its seen places follow its fitted motion (a tracker's slip reads another's pixels)
+        held = fit_motion(disp)[4] if tc > 2 else layers.valid[:, :, None].expand(-1, -1, tc)
+        ink = own_ink_boxes(images, frame, layers, disp, held)
         if tc == 1 and first_step is None and hints:
             layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)

@@ -79,21 +79,21 @@ def low_envelope(gray: Tensor, disp: Tensor, held: Tensor) -> tuple[Tensor, Tens
 
 
 @torch.no_grad()
-def own_ink_boxes(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost: Tensor) -> Tensor:
+def own_ink_boxes(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, held: Tensor) -> Tensor:
     """(B, L, 4) the box of each object layer's own ink at the anchor, as its track through the
     frames `images` (B, T, C, H, W) shows it: where the layer's pixels stay ink along its track
-    (`low_envelope`). Another digit's strokes that its mask holds where the two overlap leave
-    it once they move apart, so its box is the object's own, which its walls stand against
-    (the box the anchor alone gives grows by the other digit's strokes, and the layer turns early).
-    Layers held in fewer than MIN_FRAMES frames, scenes, and fewer frames than that: the
-    anchor's ink box (`Layers.ink_boxes`)."""
+    `disp` (B, L, T, 2), in the frames where it is held (B, L, T) bool (`low_envelope`).
+    Another digit's strokes that its mask holds where the two overlap leave it once they move
+    apart, so its box is the object's own, which its walls stand against (the box the anchor
+    alone gives grows by the other digit's strokes, and the layer turns early). Layers held in
+    fewer than MIN_FRAMES frames, scenes, and fewer frames than that: the anchor's ink box
+    (`Layers.ink_boxes`)."""
     ar = torch.arange(images.shape[0], device=images.device)
     front = images[ar, anchor]
     plain = layers.ink_boxes(front)
-    if images.shape[1] < MIN_FRAMES:
-        return plain
+    if images.shape[1] < MIN_FRAMES or not bool((layers.valid & ~layers.scene[:, None]).any()):
+        return plain  # too few frames to tell, or scenes only (footage)
     gray = gray_of(images)
-    held = cost < HELD
     envelope, count = low_envelope(gray, disp, held)
     mine = gray[ar, anchor][:, None] * layers.masks if layers.content is None else gray_of(layers.content)
     own = torch.where(count >= MIN_FRAMES, torch.minimum(envelope, mine), mine)

@@ -19,7 +19,7 @@ from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
 from vqvideo.models.motion import bounce_box, kinematics, observed_insets
 from vqvideo.models.prior import CodePrior, choose_anchor
-from vqvideo.models.separate import own_ink_boxes
+from vqvideo.models.separate import HELD, own_ink_boxes
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
 from vqvideo.utils import autocast, resolve_device, resolve_precision, seed_everything
@@ -82,7 +82,7 @@ def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: to
         held = (1 - after) * (1 - before) * layers.valid[:, :, None].float()
         out["codes"].append(vqvae.encode_indices(x[ar, frame]))
         for k, v in (("masks", layers.masks), ("scene", layers.scene), ("disp", disp), ("weight", held),
-                     ("ink", own_ink_boxes(x, frame, layers, disp, cost))):
+                     ("ink", own_ink_boxes(x, frame, layers, disp, cost < HELD))):
             out[k].append(v)
     return Tracks(**{k: torch.cat(v) for k, v in out.items()})
 
