@@ -148,3 +148,28 @@ def test_a_layer_whose_mask_holds_another_glyph_where_they_touch_gets_its_own_in
     torch.testing.assert_close(own, Ly.mask_boxes((ring > Ly.INK).float())[0, 0])
     # fewer than MIN_FRAMES frames: the anchor's box as it is
     torch.testing.assert_close(own_ink_boxes(x[:, :2], anchor, layers, disp[:, :, :2], cost[:, :, :2] < HELD)[0, 0], plain)
+
+
+def test_a_still_frame_piece_bigger_than_an_objects_box_is_cut_into_the_objects_that_touch():
+    from vqvideo.models.separate import split_oversized
+
+    frame = clip([(20, 24), (33, 24)], [(0, 0), (0, 0)])[:, 0]  # the ring and the cross touch side by side
+    layers = Ly.segment(frame, 4)
+    assert int(layers.valid.sum()) == 1  # one piece of ink, 26 px wide
+    box = torch.tensor([14.0, 14.0])  # the size objects bounce in (the glyphs')
+    out = split_oversized(layers, frame, box)
+    assert int(out.valid.sum()) == 2
+    truth = []
+    for g, x0 in zip(glyphs(), (20, 33)):
+        one = torch.zeros(1, 1, SIZE, SIZE)
+        one[0, 0, 24:38, x0 : x0 + 14] = torch.from_numpy(g)
+        truth.append(Ly.mask_boxes((one > Ly.INK).float())[0, 0])
+    got = out.ink_boxes(frame)[0, out.valid[0]]
+    # cut where the two meet: each part is one glyph's ink, in its own box
+    torch.testing.assert_close(got[:, [0, 2]], torch.stack(truth)[:, [0, 2]])
+    # the box unknown, or a piece within it: as it was
+    assert split_oversized(layers, frame, torch.zeros(2)) is layers
+    assert int(split_oversized(layers, frame, torch.tensor([30.0, 30.0])).valid.sum()) == 1
+    # two that overlap nearly whole: no cut leaves both parts an object's share of the ink
+    over = clip([(20, 24), (24, 24)], [(0, 0), (0, 0)])[:, 0]  # 18 px wide: oversized
+    assert int(split_oversized(Ly.segment(over, 4), over, box).valid.sum()) == 1

@@ -47,7 +47,7 @@ from vqvideo.models.motion import (
     wall_limits,
 )
 from vqvideo.models.sampling import pick_codes
-from vqvideo.models.separate import MIN_FRAMES, own_ink_boxes, separate
+from vqvideo.models.separate import MIN_FRAMES, own_ink_boxes, separate, split_oversized
 from vqvideo.models.vqvae import VQVAE
 
 
@@ -302,10 +302,8 @@ class CodePrior(nn.Module):
         if tc >= MIN_FRAMES and not given:  # each object's own pixels, as the frames seen show them
             layers, disp = separate(images, frame, layers, disp, cost, self.cfg.motion_radius)
             layers = Ly.merge_common_motion(layers, disp)
-        # what each layer's walls stand against: its own ink's box, read in the frames where
-        # its seen places follow its fitted motion (a tracker's slip reads another's pixels)
-        held = fit_motion(disp)[4] if tc > 2 else layers.valid[:, :, None].expand(-1, -1, tc)
-        ink = own_ink_boxes(images, frame, layers, disp, held)
+        if tc == 1 and not given:  # a piece bigger than an object's box: objects that touch
+            layers = split_oversized(layers, anchor, self.box_size)
         if tc == 1 and first_step is None and hints:
             layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)
@@ -319,7 +317,10 @@ class CodePrior(nn.Module):
                 first_step = self.draw_steps(self.step_logits(app, self.still_state(layers)), sampling, generator)
             if hints:
                 first_step = apply_hints(first_step, layers, hints)
-        disp = self.dynamics(app, layers, disp, steps, first_step, ink)
+        # what each layer's walls stand against: its own ink's box, read in the frames where
+        # its seen places follow its fitted motion (a tracker's slip reads another's pixels)
+        held = fit_motion(disp)[4] if tc > 2 else layers.valid[:, :, None].expand(-1, -1, tc)
+        disp = self.dynamics(app, layers, disp, steps, first_step, own_ink_boxes(images, frame, layers, disp, held))
         return {"anchor": anchor, "layers": layers, "disp": disp, "frame": frame}
 
     @torch.no_grad()

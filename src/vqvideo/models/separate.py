@@ -170,3 +170,53 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
     content = own[:, :, None] if c == 1 else frame * (own / front[:, None].clamp_min(1e-6)).clamp(max=1)[:, :, None]
     content = torch.where(layers.scene[:, None, None, None, None], frame * masks[:, :, None], content)
     return Layers(masks, layers.scene, content)
+
+
+OVERSIZE = 1.0  # px an ink box may exceed the box objects bounce in (its rounding) and be one object
+MIN_SHARE = 0.2  # of a cut piece's ink each part holds at least (less: two objects that overlap)
+
+
+@torch.no_grad()
+def split_oversized(layers: Layers, frames: Tensor, box: Tensor) -> Layers:
+    """A still frame's ink layer bigger than the box objects bounce in (`box` (2,) px, its width
+    and height as the training clips show it; 0: unknown) holds more than one object: two digits
+    that touch are one piece of ink. It is cut across the axis it overflows most, at the line
+    where its ink is thinnest among those that leave both parts within the box, and the far part
+    becomes a layer of its own (while free layers last), so each moves its own way; not where
+    a part would hold under MIN_SHARE of the ink (objects that overlap, which no straight cut
+    parts). frames (B, C, H, W) are the layers' own (the anchor)."""
+    if not bool((box > 0).all()):
+        return layers
+    own = gray_of(frames)[:, None] * layers.masks if layers.content is None else gray_of(layers.content)
+    ink = Ly.mask_boxes((own > INK).float() * layers.masks)  # (B, L, 4)
+    over = ink[..., 2:] - ink[..., :2] - box.to(ink.device)  # (B, L, 2) px beyond the box
+    objects = layers.valid & ~layers.scene[:, None]
+    todo = torch.nonzero(objects & (over.amax(-1) > OVERSIZE)).tolist()
+    if not todo:
+        return layers
+    masks = layers.masks.clone()
+    content = None if layers.content is None else layers.content.clone()
+    for i, j in todo:
+        free = [k for k in range(masks.shape[1]) if not bool(masks[i, k].any())]
+        if not free:
+            continue
+        axis = int(over[i, j].argmax())  # 0: cut between columns, 1: between rows
+        lo, hi = int(ink[i, j, axis]), int(ink[i, j, axis + 2])
+        side = int(box[axis])
+        first, last = sorted((hi - side, lo + side))  # cuts that leave both parts within the box
+        first, last = max(first, lo + 1), min(last, hi - 1)
+        profile = own[i, j].sum(0) if axis == 0 else own[i, j].sum(1)  # ink per column (row)
+        cut = first + int(profile[first : last + 1].argmin())
+        coords = torch.arange(masks.shape[-1 if axis == 0 else -2], device=masks.device)
+        far = (coords >= cut)[None, :] if axis == 0 else (coords >= cut)[:, None]
+        piece = (own[i, j] > INK) & (masks[i, j] > 0)
+        share = float((piece & far).sum()) / max(float(piece.sum()), 1.0)
+        if min(share, 1 - share) < MIN_SHARE:  # a sliver: objects that overlap, not two that touch
+            continue
+        k = free[0]
+        masks[i, k] = masks[i, j] * far
+        masks[i, j] = masks[i, j] * ~far
+        if content is not None:
+            content[i, k] = content[i, j] * far
+            content[i, j] = content[i, j] * ~far
+    return Layers(masks, layers.scene, content)
