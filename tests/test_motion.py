@@ -166,3 +166,47 @@ def test_fit_motion_drops_a_place_the_tracker_slipped_on_and_sees_no_turn_in_it(
     assert bool(turned[0, 0, 0]) and abs(float(vel[0, 0, 0]) + 3.3) < 0.1
     assert abs(float(wall[0, 0, 0]) - (36 - float(seen[-1]))) < 0.3
     assert not bool(held[0, 0, -4]) and int(held.sum()) == 9
+
+
+def test_a_turn_just_before_the_anchor_frame_is_seen_from_the_anchors_exact_place():
+    from vqvideo.models.motion import anchored, fit_motion
+
+    true = _bounce(27.4, -3.3, 10)  # turns at 0 between the last two frames
+    assert true[-1] > true[-2] < true[-3]
+    seen = torch.tensor([round(p) for p in true], dtype=torch.float32)
+    disp = (seen - seen[-1]).view(1, 1, 10, 1).expand(1, 1, 10, 2)  # the anchor is the last frame
+    assert anchored(disp)[0, 0].tolist() == [False] * 9 + [True]
+    pos, vel, wall, turned, held = fit_motion(disp, trusted=anchored(disp))
+    assert bool(turned[0, 0, 0]) and float(vel[0, 0, 0]) > 0  # moving away from the wall
+    assert abs(float(pos[0, 0, 0]) - (true[-1] - float(seen[-1]))) < 0.5
+    assert abs(float(wall[0, 0, 0]) - (0 - float(seen[-1]))) < 0.5
+    assert bool(held[0, 0].all())
+    # untrusted, the lone place after the turn reads as the tracker's slip and the layer goes on
+    # through the wall: several pixels off where it stands
+    pos, _, _, turned, held = fit_motion(disp)
+    assert not bool(turned[0, 0, 0]) and not bool(held[0, 0, -1])
+    assert abs(float(pos[0, 0, 0])) > 3
+
+
+def test_the_one_speed_of_the_data_is_read_from_tracks_and_sets_a_velocitys_length():
+    from vqvideo.models.motion import at_speed, common_speed
+
+    rng = np.random.default_rng(0)
+    tracks = []
+    for _ in range(12):  # objects at 3.6 px a frame in any direction, drawn at whole pixels
+        pos, _ = bounce_trajectory(rng, 12, 36.0, 3.6)
+        tracks.append(torch.from_numpy(np.round(pos) - np.round(pos[0])).float())
+    disp = torch.stack(tracks)[:, None]  # (12, 1, 12, 2)
+    held = torch.ones(12, 1, 12)
+    objects = torch.ones(12, 1, dtype=torch.bool)
+    speed = common_speed(disp, held, objects)
+    assert abs(float(speed) - 3.6) < 0.1
+    # objects at several speeds have none in common
+    mixed = disp * torch.linspace(0.5, 1.5, 12).view(12, 1, 1, 1)
+    assert float(common_speed(mixed.round(), held, objects)) == 0.0
+    vel = torch.tensor([[[3.0, 2.2], [0.3, 0.1], [3.0, 2.2]]])
+    out = at_speed(vel, speed, torch.tensor([[True, True, False]]))
+    assert abs(float(out[0, 0].norm()) - float(speed)) < 1e-5  # its direction kept, its length the data's
+    assert torch.allclose(out[0, 0] / out[0, 0].norm(), vel[0, 0] / vel[0, 0].norm())
+    assert torch.equal(out[0, 1:], vel[0, 1:])  # a slow layer, and a scene, keep their own
+    assert torch.equal(at_speed(vel, torch.tensor(0.0), torch.ones(1, 3, dtype=torch.bool)), vel)

@@ -173,3 +173,39 @@ def test_a_still_frame_piece_bigger_than_an_objects_box_is_cut_into_the_objects_
     # two that overlap nearly whole: no cut leaves both parts an object's share of the ink
     over = clip([(20, 24), (24, 24)], [(0, 0), (0, 0)])[:, 0]  # 18 px wide: oversized
     assert int(split_oversized(Ly.segment(over, 4), over, box).valid.sum()) == 1
+
+
+def test_the_objects_are_cut_again_from_the_frame_where_they_overlap_least():
+    from vqvideo.models.objects import choose_anchor, find_objects, objects_at, overlaps, redraw_error
+
+    # apart in the first frame, crossing in the last ones: the last frame, with as many pieces
+    # as any, cuts them into fragments that mix the two glyphs
+    x = clip([(18, 37), (12, 20)], [(-3, -1), (-1, 5)])
+    first = choose_anchor(x, 4)
+    assert int(first[0]) == T - 1
+    frag, frag_disp = objects_at(x, first, 4, 6)
+    assert int(frag.valid.sum()) > 2
+    frame, layers, disp = find_objects(x, 4, 6)
+    assert int(frame[0]) == 0 and int(layers.valid.sum()) == 2
+    cover = overlaps(layers, disp)
+    assert float(cover[0, 0]) == float(cover[0].min())
+    assert float(redraw_error(x, frame, layers, disp)) < float(redraw_error(x, first, frag, frag_disp))
+    own = layers.content if layers.content is not None else x[:, 0:1] * layers.masks[:, :, None]
+    got = own[0, layers.valid[0], 0].numpy()
+    ring, cross = glyphs()
+    for g, (x0, y0) in zip((ring, cross), ((18, 37), (12, 20))):
+        truth = np.zeros((SIZE, SIZE), np.float32)
+        truth[y0 : y0 + 14, x0 : x0 + 14] = g
+        assert min(np.abs(c - truth).max() for c in got) < 1e-6  # each layer one glyph, whole
+
+
+def test_a_cut_from_another_frame_is_kept_only_where_it_redraws_the_frames_better():
+    from vqvideo.models.objects import choose_anchor, find_objects, objects_at, redraw_error
+
+    # the last frame's cut is exact here, though the glyphs overlap in it more than in others
+    x = clip([(18, 24), (32, 26)], [(2, 0), (-2, 0)])
+    first = choose_anchor(x, 4)
+    layers0, disp0 = objects_at(x, first, 4, 6)
+    frame, layers, disp = find_objects(x, 4, 6)
+    assert torch.equal(frame, first) and torch.equal(layers.masks, layers0.masks)
+    assert float(redraw_error(x, frame, layers, disp)) == float(redraw_error(x, first, layers0, disp0))

@@ -156,7 +156,7 @@ OUTLIER = 1.0  # px off the fitted motion: a place the tracker got wrong (roundi
 MIN_FIT = 5  # places a fit keeps at least, the worst placed dropped last
 
 
-def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """A least-squares state for each layer from its seen places: (B, L, T, 2) displacements ->
     its sub-pixel position and velocity at the last frame, (B, L, 2) each, and the wall a turn
     in them shows, (B, L, 2) displacement, with (B, L, 2) whether they show one, and (B, L, T)
@@ -172,7 +172,9 @@ def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, 
     halfway between their intercepts. Robust: each model is fitted again without the places its
     fit leaves more than `OUTLIER` px off (a frame where another digit covered this one and
     the tracker slipped), and scored with a dropped place costing OUTLIER^2 (an unweighted fit
-    bends towards a slip, and a slip at the clip's start reads as a turn).
+    bends towards a slip, and a slip at the clip's start reads as a turn). `trusted` (B, L, T):
+    places known exact (the anchor's, where the layer's pixels come from), never dropped, and
+    enough alone on one side of a turn (a bounce just before the anchor frame).
     """
     w = min(disp.shape[2], window)
     x = disp[:, :, -w:].transpose(2, 3).float()  # (B, L, 2, w)
@@ -182,13 +184,15 @@ def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, 
     now = (idx[None] >= k).float()  # (K, w): on the current line
     design = torch.stack([now, 1 - now, torch.where(now > 0, tt, -tt).expand_as(now)], -1)  # (K, w, 3)
     keep = torch.ones(*x.shape[:3], w, w, device=disp.device)  # (B, L, 2, K, w) places each model fits
+    sure = (torch.zeros_like(x[:, :, 0], dtype=torch.bool) if trusted is None
+            else trusted[:, :, -w:].bool())[:, :, None, None].expand_as(keep)  # (B, L, 2, K, w)
     coef, model = _weighted_lines(design, keep, x)
     for _ in range(2):  # each model again without the places it leaves more than OUTLIER px
         # off, the worst first, while MIN_FIT remain (twice: a slip pulls the first fit off
         # its neighbours too)
         res = (model - x[:, :, :, None]).abs()
         rank = res.argsort(-1, descending=True).argsort(-1)  # 0: the worst placed
-        keep = ((res <= OUTLIER) | (rank >= w - MIN_FIT)).float()
+        keep = ((res <= OUTLIER) | (rank >= w - MIN_FIT) | sure).float()
         coef, model = _weighted_lines(design, keep, x)
     # scored on every place, a dropped one costing OUTLIER^2 (truncated least squares)
     res = (model - x[:, :, :, None]).pow(2).clamp_max(OUTLIER ** 2).sum(-1)  # (B, L, 2, K)
@@ -200,8 +204,9 @@ def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, 
     seen_hi = torch.where(kept, x.unsqueeze(3), -inf).amax(-1)
     beyond = torch.where(vel > 0, wall <= seen_lo + 0.5, wall >= seen_hi - 0.5)
     # a line each side, of two kept places at least (one place alone before a turn fits any
-    # slip exactly)
-    sides = ((keep * (1 - now)).sum(-1) >= 2) & ((keep * now).sum(-1) >= 2)
+    # slip exactly), or of one trusted place
+    count = keep + sure.float()
+    sides = ((count * (1 - now)).sum(-1) >= 2) & ((count * now).sum(-1) >= 2)
     ok = beyond & (vel.abs() > MIN_SPEED) & (k[:, 0] >= 1) & sides
     cost = torch.where(ok, res + TURN_COST, inf)
     cost[..., 0] = res[..., 0]
@@ -210,6 +215,13 @@ def fit_motion(disp: Tensor, window: int = 10) -> tuple[Tensor, Tensor, Tensor, 
     fitted = kept.gather(3, best[..., None].expand(-1, -1, -1, 1, w))[:, :, :, 0].all(2)  # (B, L, w)
     held = torch.cat([torch.ones_like(disp[:, :, : disp.shape[2] - w, 0], dtype=torch.bool), fitted], 2)
     return pick(pos), pick(vel), pick(wall), best[..., 0] > 0, held
+
+
+def anchored(disp: Tensor) -> Tensor:
+    """(B, L, T, 2) displacements from the anchor frame -> (B, L, T) the places where a layer
+    stands exactly where its pixels were read (the anchor's own frame, 0 by construction): known
+    exact, not tracked."""
+    return (disp == 0).all(-1)
 
 
 def _weighted_lines(design: Tensor, weight: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -233,6 +245,38 @@ def bounce_box(ink: Tensor, disp: Tensor, held: Tensor, objects: Tensor, size: t
     both = shown[..., :2] & shown[..., 2:] & objects[..., None]
     return torch.stack([total[..., a][both[..., a]].median() if bool(both[..., a].any())
                         else torch.tensor(0.0) for a in range(2)]).to(ink.device)
+
+
+SPEED_SPREAD = 0.05  # relative spread of the objects' speeds below which they share one speed
+SPEED_TOL = 0.2  # relative difference from that speed within which a layer is taken to move at it
+
+
+def common_speed(disp: Tensor, held: Tensor, objects: Tensor, window: int = 10) -> Tensor:
+    """The one speed (px per frame, a scalar) every object of the data moves at, read from
+    tracked clips (displacements (N, L, T, 2), held (N, L, T), objects (N, L)), or 0 where they
+    move at several (Moving Digits, like Moving MNIST, moves every digit at one speed in any
+    direction). Each object's speed is the norm of its velocity fitted through its first
+    `window` places (`fit_motion`, where held throughout); the median is the speed where the
+    median absolute deviation is under SPEED_SPREAD of it."""
+    w = min(window, disp.shape[2])
+    use = objects & (held[:, :, :w] > 0).all(2)
+    if not bool(use.any()):
+        return torch.tensor(0.0, device=disp.device)
+    d = disp[:, :, :w][use][:, None]  # (M, 1, w, 2)
+    speed = fit_motion(d, window=w)[1][:, 0].norm(dim=-1)  # (M,)
+    mid = speed.median()
+    spread = (speed - mid).abs().median()
+    return torch.where((mid > MIN_SPEED) & (spread < SPEED_SPREAD * mid), mid, torch.zeros_like(mid))
+
+
+def at_speed(vel: Tensor, speed: Tensor, active: Tensor) -> Tensor:
+    """(B, L, 2) velocities of the layers where `active` (B, L) -> the same directions at the
+    data's common `speed` (`common_speed`; 0: none, velocities as they are), where a layer's
+    speed is within SPEED_TOL of it. Ten frames of whole-pixel places know a direction better
+    than a length: the length known, the velocity's error about halves."""
+    norm = vel.norm(dim=-1, keepdim=True)
+    near = active[..., None] & (speed > 0) & ((norm - speed).abs() <= SPEED_TOL * speed)
+    return torch.where(near, vel * speed / norm.clamp_min(1e-6), vel)
 
 
 def extent(boxes: Tensor) -> Tensor:

@@ -36,6 +36,8 @@ from vqvideo.models.motion import (
     KIN,
     SIDES,
     STEP_SCALE,
+    anchored,
+    at_speed,
     extent,
     fit_motion,
     kinematics,
@@ -46,8 +48,9 @@ from vqvideo.models.motion import (
     update_velocity,
     wall_limits,
 )
+from vqvideo.models.objects import find_objects
 from vqvideo.models.sampling import pick_codes
-from vqvideo.models.separate import MIN_FRAMES, own_ink_boxes, separate, split_oversized
+from vqvideo.models.separate import own_ink_boxes, split_oversized
 from vqvideo.models.vqvae import VQVAE
 
 
@@ -118,6 +121,8 @@ class CodePrior(nn.Module):
         self.register_buffer("log_tau", torch.log(spacing / 4))
         # the size (w, h) of the box objects bounce in, as the training clips show it (0: unknown)
         self.register_buffer("box_size", torch.zeros(2))
+        # the one speed every object moves at, as the training clips show it (0: several)
+        self.register_buffer("speed", torch.zeros(()))
 
     def shape_meta(self) -> dict:
         """What `build_prior` needs to rebuild this prior before loading its weights."""
@@ -222,7 +227,7 @@ class CodePrior(nn.Module):
         pos = disp[:, :, -1]
         held = valid[:, :, None].expand(-1, -1, tc)
         if tc > 2:  # an object's state fitted through all its seen places, a bounce included
-            fit_pos, fit_vel, wall, turned, fitted = fit_motion(disp)
+            fit_pos, fit_vel, wall, turned, fitted = fit_motion(disp, trusted=anchored(disp))
             held = held & fitted  # places off the fitted motion (a tracker's slip) show no wall
         if tc > 1:  # a turn the seen frames show places that wall better than any guess
             seen_inset, shown = observed_insets(ink, disp, held.float(), self.size)
@@ -235,6 +240,8 @@ class CodePrior(nn.Module):
             shown_lo, known_lo = torch.where(at_lo, wall, shown_lo), known_lo | at_lo
             shown_hi, known_hi = torch.where(at_hi, wall, shown_hi), known_hi | at_hi
         lo, hi = pin_walls(lo, hi, shown_lo, shown_hi, known_lo, known_hi, disp)
+        if tc > 1:  # objects that all move at one speed: the seen frames give the direction
+            v = at_speed(v, self.speed, objects)
         # the next step: the filter's velocity plus what the LSTM knows better; a given action
         # is the step into frame 1 as it is
         step = v + STEP_SCALE * self.step_head(y[:, -1]).view(b, n_l, 2)
@@ -290,18 +297,13 @@ class CodePrior(nn.Module):
         images = images.float()
         ar = torch.arange(b, device=context.device)
         given = layers is not None
-        if layers is None:
-            frame = choose_anchor(images, self.cfg.max_layers)
-            other = images[ar, (frame - 1).abs()] if tc > 1 else None  # a neighbour splits it by motion
-            layers = Ly.segment(images[ar, frame], self.cfg.max_layers, other, self.cfg.motion_radius)
+        if layers is None:  # the objects in the frames seen (each with its own pixels, from 3 frames)
+            frame, layers, disp = find_objects(images, self.cfg.max_layers, self.cfg.motion_radius)
         else:
             frame = torch.full((b,), tc - 1, dtype=torch.long, device=context.device)
-        anchor = images[ar, frame]
-        disp, cost = Ly.track(images, frame, layers, self.cfg.motion_radius)  # (B, L, Tc, 2) from the anchor
-        layers = Ly.merge_common_motion(layers, disp)  # a merged layer keeps its first piece's track
-        if tc >= MIN_FRAMES and not given:  # each object's own pixels, as the frames seen show them
-            layers, disp = separate(images, frame, layers, disp, cost, self.cfg.motion_radius)
+            disp = Ly.track(images, frame, layers, self.cfg.motion_radius)[0]  # (B, L, Tc, 2) from the anchor
             layers = Ly.merge_common_motion(layers, disp)
+        anchor = images[ar, frame]
         if tc == 1 and not given:  # a piece bigger than an object's box: objects that touch
             layers = split_oversized(layers, anchor, self.box_size)
         if tc == 1 and first_step is None and hints:
@@ -315,11 +317,12 @@ class CodePrior(nn.Module):
             first_step = torch.zeros(b, layers.masks.shape[1], 2, device=context.device)
             if sampling == "sample" or not hints:
                 first_step = self.draw_steps(self.step_logits(app, self.still_state(layers)), sampling, generator)
+                first_step = at_speed(first_step, self.speed, layers.valid & ~layers.scene[:, None])
             if hints:
                 first_step = apply_hints(first_step, layers, hints)
         # what each layer's walls stand against: its own ink's box, read in the frames where
         # its seen places follow its fitted motion (a tracker's slip reads another's pixels)
-        held = fit_motion(disp)[4] if tc > 2 else layers.valid[:, :, None].expand(-1, -1, tc)
+        held = fit_motion(disp, trusted=anchored(disp))[4] if tc > 2 else layers.valid[:, :, None].expand(-1, -1, tc)
         disp = self.dynamics(app, layers, disp, steps, first_step, own_ink_boxes(images, frame, layers, disp, held))
         return {"anchor": anchor, "layers": layers, "disp": disp, "frame": frame}
 
@@ -355,17 +358,6 @@ class CodePrior(nn.Module):
             img = Ly.render(plan["anchor"], plan["layers"], plan["disp"][:, :, tc + i])
             frames.append(pick_codes(self.code_logits(img), sampling, temperature, top_k, generator))
         return torch.cat([context, torch.stack(frames, 1)], 1) if frames else context
-
-
-def choose_anchor(images: Tensor, max_layers: int) -> Tensor:
-    """(B, T, C, H, W) -> (B,) the frame to take layers from: the latest one where the most
-    pieces stand apart (two digits that overlap in the last frame were apart earlier, and a
-    rigid layer looks the same in every frame)."""
-    b, t = images.shape[:2]
-    if t == 1:
-        return torch.zeros(b, dtype=torch.long, device=images.device)
-    count = Ly.segment(images.flatten(0, 1), max_layers).valid.sum(1).view(b, t)
-    return (count * t + torch.arange(t, device=images.device)).argmax(1)
 
 
 def build_prior(cfg: PriorConfig, vqvae: VQVAE, *, grid: list[int] | tuple[int, int], **_: object) -> CodePrior:

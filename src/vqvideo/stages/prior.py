@@ -17,8 +17,9 @@ from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint, source_fingerprint
 from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
-from vqvideo.models.motion import bounce_box, kinematics, observed_insets
-from vqvideo.models.prior import CodePrior, choose_anchor
+from vqvideo.models.motion import bounce_box, common_speed, kinematics, observed_insets
+from vqvideo.models.objects import choose_anchor
+from vqvideo.models.prior import CodePrior
 from vqvideo.models.separate import HELD, own_ink_boxes
 from vqvideo.models.vqvae import VQVAE
 from vqvideo.training import LoopResult, LoopSpec, TrainLoop, batch_indices
@@ -194,9 +195,12 @@ def train_prior(
     model = CodePrior(cfg, vqvae, tuple(val_codes.shape[2:])).to(device)
     objects = tracks.masks.flatten(2).any(2) & ~tracks.scene[:, None]
     model.box_size.copy_(bounce_box(tracks.ink, tracks.disp, tracks.weight, objects, model.size))
-    log.info("prior: the training clips' objects bounce in a box of %s px", model.box_size.tolist())
+    model.speed.copy_(common_speed(tracks.disp, tracks.weight, objects))
+    log.info("prior: the training clips' objects bounce in a box of %s px, at a speed of %.2f px a frame (0: several)",
+             model.box_size.tolist(), float(model.speed))
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
-    code = source_fingerprint("models.prior", "models.motion", "models.layers", "models.separate", "stages.prior")
+    code = source_fingerprint("models.prior", "models.motion", "models.layers", "models.objects", "models.separate",
+                              "stages.prior")
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype), code)
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
