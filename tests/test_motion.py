@@ -78,6 +78,13 @@ def test_an_untrained_prior_bounces_a_blob_off_the_frame_edge_at_its_speed():
     xs = out[0, 0, :, 0].tolist()
     # the ink box (44..54) may reach x 64: 10 px of travel, then back at 3 px per frame
     torch.testing.assert_close(torch.tensor(xs), torch.tensor([0.0, 3.0, 6.0, 9.0, 8.0, 5.0, 2.0]))
+    # ink at 44.4..54.4 would turn 9.6 px on; drawn at whole pixels it turns at 10 (and, taught
+    # through the rounding, the walls still carry the position loss's gradient)
+    ink = (layers.ink_boxes(img) + 0.4).requires_grad_()
+    out = prior.dynamics(app, layers, torch.zeros(1, 4, 1, 2), 6, torch.tensor([[[3.0, 0.0]] * 4]), ink)
+    torch.testing.assert_close(out[0, 0, :, 0].detach(), torch.tensor([0.0, 3.0, 6.0, 9.0, 8.0, 5.0, 2.0]))
+    out[0, 0, -1, 0].backward()
+    assert float(ink.grad[0, 0, 2]) != 0.0
 
 
 def test_pieces_that_move_together_are_one_layer_and_a_speck_joins_its_object():
@@ -210,3 +217,27 @@ def test_the_one_speed_of_the_data_is_read_from_tracks_and_sets_a_velocitys_leng
     assert torch.allclose(out[0, 0] / out[0, 0].norm(), vel[0, 0] / vel[0, 0].norm())
     assert torch.equal(out[0, 1:], vel[0, 1:])  # a slow layer, and a scene, keep their own
     assert torch.equal(at_speed(vel, torch.tensor(0.0), torch.ones(1, 3, dtype=torch.bool)), vel)
+
+
+def test_at_the_datas_speed_each_line_is_refitted_and_the_walls_it_shows_round_to_the_true_ones():
+    from vqvideo.models.motion import fit_motion
+
+    rng = np.random.default_rng(0)
+    places, last, frac = [], [], []
+    for _ in range(300):  # 10 frames at 3.6 px a frame in a 36 px range, drawn at whole pixels
+        pos, _ = bounce_trajectory(rng, 10, 36.0, 3.6)
+        p = np.round(pos)
+        places.append(p - p[-1]), last.append(p[-1]), frac.append(pos[-1] - p[-1])
+    disp = torch.tensor(np.array(places), dtype=torch.float32)[:, None]
+    last = torch.tensor(np.array(last), dtype=torch.float32)[:, None]
+    true = torch.tensor(np.array(frac), dtype=torch.float32)[:, None]
+    errors = []
+    for speed in (None, torch.tensor(3.6)):
+        pos, vel, wall, turned, _ = fit_motion(disp, speed=speed, active=torch.ones(300, 1, dtype=torch.bool))
+        true_wall = torch.where(vel > 0, 0.0, 36.0) - last  # the wall it came back from
+        errors.append(((wall - true_wall).abs()[turned], (pos - true).abs().mean()))
+    (free, free_pos), (fixed, fixed_pos) = errors
+    assert len(fixed) > 200  # most clips turn
+    assert float(fixed.mean()) < 0.8 * float(free.mean())
+    assert float((fixed > 0.5).float().mean()) < 0.01  # rounded, nearly every wall is the true one
+    assert float(fixed_pos) <= float(free_pos)

@@ -176,7 +176,13 @@ def test_a_still_frame_piece_bigger_than_an_objects_box_is_cut_into_the_objects_
 
 
 def test_the_objects_are_cut_again_from_the_frame_where_they_overlap_least():
-    from vqvideo.models.objects import choose_anchor, find_objects, objects_at, overlaps, redraw_error
+    from vqvideo.models.objects import (
+        choose_anchor,
+        find_objects,
+        objects_at,
+        overlaps,
+        redraw_error,
+    )
 
     # apart in the first frame, crossing in the last ones: the last frame, with as many pieces
     # as any, cuts them into fragments that mix the two glyphs

@@ -156,7 +156,8 @@ OUTLIER = 1.0  # px off the fitted motion: a place the tracker got wrong (roundi
 MIN_FIT = 5  # places a fit keeps at least, the worst placed dropped last
 
 
-def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None, speed: Tensor | None = None,
+               active: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """A least-squares state for each layer from its seen places: (B, L, T, 2) displacements ->
     its sub-pixel position and velocity at the last frame, (B, L, 2) each, and the wall a turn
     in them shows, (B, L, 2) displacement, with (B, L, 2) whether they show one, and (B, L, T)
@@ -174,7 +175,10 @@ def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None) ->
     the tracker slipped), and scored with a dropped place costing OUTLIER^2 (an unweighted fit
     bends towards a slip, and a slip at the clip's start reads as a turn). `trusted` (B, L, T):
     places known exact (the anchor's, where the layer's pixels come from), never dropped, and
-    enough alone on one side of a turn (a bounce just before the anchor frame).
+    enough alone on one side of a turn (a bounce just before the anchor frame). `speed`: the
+    one speed the data's objects move at (`common_speed`), which the velocity of each layer
+    where `active` (B, L) is set to (`at_speed`), each line then refitted through its places
+    at that slope.
     """
     w = min(disp.shape[2], window)
     x = disp[:, :, -w:].transpose(2, 3).float()  # (B, L, 2, w)
@@ -212,9 +216,18 @@ def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None) ->
     cost[..., 0] = res[..., 0]
     best = cost.argmin(-1, keepdim=True)  # (B, L, 2, 1)
     pick = lambda t: t.gather(-1, best)[..., 0]  # noqa: E731
-    fitted = kept.gather(3, best[..., None].expand(-1, -1, -1, 1, w))[:, :, :, 0].all(2)  # (B, L, w)
-    held = torch.cat([torch.ones_like(disp[:, :, : disp.shape[2] - w, 0], dtype=torch.bool), fitted], 2)
-    return pick(pos), pick(vel), pick(wall), best[..., 0] > 0, held
+    chosen = keep.gather(3, best[..., None].expand(-1, -1, -1, 1, w))[:, :, :, 0]  # (B, L, 2, w)
+    held = torch.cat([torch.ones_like(disp[:, :, : disp.shape[2] - w, 0], dtype=torch.bool),
+                      (chosen > 0).all(2)], 2)
+    pos, before, vel, turned = pick(pos), pick(before), pick(vel), best[..., 0] > 0
+    if speed is not None and active is not None:
+        # the slope set, each line's intercept is the least-squares one through its own places
+        new = at_speed(vel, speed, active)
+        on = now[best[..., 0]] * chosen  # (B, L, 2, w): kept places on the current line
+        centre = lambda m: (m * tt).sum(-1) / m.sum(-1).clamp_min(1)  # noqa: E731
+        pos, before = pos - (new - vel) * centre(on), before + (new - vel) * centre(chosen - on)
+        vel = new
+    return pos, vel, (pos + before) / 2, turned, held
 
 
 def anchored(disp: Tensor) -> Tensor:

@@ -227,7 +227,8 @@ class CodePrior(nn.Module):
         pos = disp[:, :, -1]
         held = valid[:, :, None].expand(-1, -1, tc)
         if tc > 2:  # an object's state fitted through all its seen places, a bounce included
-            fit_pos, fit_vel, wall, turned, fitted = fit_motion(disp, trusted=anchored(disp))
+            fit_pos, fit_vel, wall, turned, fitted = fit_motion(disp, trusted=anchored(disp), speed=self.speed,
+                                                                active=objects)
             held = held & fitted  # places off the fitted motion (a tracker's slip) show no wall
         if tc > 1:  # a turn the seen frames show places that wall better than any guess
             seen_inset, shown = observed_insets(ink, disp, held.float(), self.size)
@@ -239,7 +240,10 @@ class CodePrior(nn.Module):
             at_lo, at_hi = obj & turned & (fit_vel > 0), obj & turned & (fit_vel < 0)
             shown_lo, known_lo = torch.where(at_lo, wall, shown_lo), known_lo | at_lo
             shown_hi, known_hi = torch.where(at_hi, wall, shown_hi), known_hi | at_hi
-        lo, hi = pin_walls(lo, hi, shown_lo, shown_hi, known_lo, known_hi, disp)
+        # ink is drawn at whole pixels in a frame of whole pixels: it turns a whole number of
+        # pixels from where the anchor drew it (a wall known to half a pixel is then exact)
+        # (rounded straight through: the position loss still teaches the walls)
+        lo, hi = (w + (w.round() - w).detach() for w in pin_walls(lo, hi, shown_lo, shown_hi, known_lo, known_hi, disp))
         if tc > 1:  # objects that all move at one speed: the seen frames give the direction
             v = at_speed(v, self.speed, objects)
         # the next step: the filter's velocity plus what the LSTM knows better; a given action
