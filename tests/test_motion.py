@@ -241,3 +241,37 @@ def test_at_the_datas_speed_each_line_is_refitted_and_the_walls_it_shows_round_t
     assert float(fixed.mean()) < 0.8 * float(free.mean())
     assert float((fixed > 0.5).float().mean()) < 0.01  # rounded, nearly every wall is the true one
     assert float(fixed_pos) <= float(free_pos)
+
+
+def test_at_the_datas_speed_the_motion_is_the_one_every_whole_pixel_place_allows():
+    from vqvideo.models.motion import consistent_motion
+
+    rng = np.random.default_rng(0)
+    n, w = 1000, 10
+    theta = rng.uniform(0, 2 * np.pi, n)
+    vel = 3.6 * np.stack([np.cos(theta), np.sin(theta)], 1)
+    true = rng.uniform(0, 1, (n, 1, 2)) + vel[:, None] * np.arange(2 * w)[None, :, None]  # (n, 2w, 2)
+    drawn = np.round(true)  # each frame drawn at whole pixels
+    x = torch.tensor((drawn[:, :w] - drawn[:, w - 1 : w]).transpose(0, 2, 1), dtype=torch.float32)[:, None]
+    tt = torch.arange(w, dtype=torch.float32) - (w - 1)
+    # least squares through the places, at the speed: the estimate to improve on
+    slope = ((x - x.mean(-1, keepdim=True)) * (tt - tt.mean())).sum(-1) / (tt - tt.mean()).pow(2).sum()
+    ls_vel = slope * 3.6 / slope.norm(dim=-1, keepdim=True)
+    ls_pos = (x - ls_vel[..., None] * tt).mean(-1)
+    on = torch.ones_like(x)
+    found, pos, v, _ = consistent_motion(x, tt, on, torch.zeros_like(x), ls_vel, torch.tensor(3.6),
+                                         torch.ones(n, 1, dtype=torch.bool))
+    assert bool(found.all())  # the true motion allows every place, so some direction does
+    truth = torch.tensor(vel, dtype=torch.float32)[:, None]
+    assert float((v - truth).abs().mean()) < 0.9 * float((ls_vel - truth).abs().mean())
+    # its place now, and the whole pixel it is drawn at 1 to w frames on, are the true ones more often
+    now = torch.tensor(true[:, w - 1] - drawn[:, w - 1], dtype=torch.float32)[:, None]
+    assert float((pos - now).abs().mean()) < 0.95 * float((ls_pos - now).abs().mean())
+    ahead = torch.tensor(drawn[:, w:] - drawn[:, w - 1 : w], dtype=torch.float32).permute(0, 2, 1)[:, None]
+    k = torch.arange(1, w + 1, dtype=torch.float32)
+    exact = lambda p, u: float(((p[..., None] + u[..., None] * k).round() == ahead).float().mean())  # noqa: E731
+    assert exact(pos, v) > exact(ls_pos, ls_vel) + 0.015
+    # a layer that moves at another speed fits no direction at 3.6, and comes back as it was
+    slow = consistent_motion(x * 0.5, tt, on, torch.zeros_like(x), ls_vel, torch.tensor(3.6),
+                             torch.ones(n, 1, dtype=torch.bool))[0]
+    assert not bool(slow.any())

@@ -178,7 +178,8 @@ def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None, sp
     enough alone on one side of a turn (a bounce just before the anchor frame). `speed`: the
     one speed the data's objects move at (`common_speed`), which the velocity of each layer
     where `active` (B, L) is set to (`at_speed`), each line then refitted through its places
-    at that slope.
+    at that slope, and the motion then taken as the one all its kept places allow
+    (`consistent_motion`).
     """
     w = min(disp.shape[2], window)
     x = disp[:, :, -w:].transpose(2, 3).float()  # (B, L, 2, w)
@@ -227,6 +228,7 @@ def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None, sp
         centre = lambda m: (m * tt).sum(-1) / m.sum(-1).clamp_min(1)  # noqa: E731
         pos, before = pos - (new - vel) * centre(on), before + (new - vel) * centre(chosen - on)
         vel = new
+        pos, vel, before = refine_at_speed(x, tt, on, chosen, pos, vel, before, speed, active)
     return pos, vel, (pos + before) / 2, turned, held
 
 
@@ -295,3 +297,54 @@ def at_speed(vel: Tensor, speed: Tensor, active: Tensor) -> Tensor:
 def extent(boxes: Tensor) -> Tensor:
     """(..., 4) boxes (x0, y0, x1, y1) -> (..., 2) their width and height."""
     return boxes[..., 2:] - boxes[..., :2]
+
+
+SPREAD = 0.1  # rad either side of the least-squares direction searched for the exact motion
+GRID = 401  # directions searched in it (every 0.0005 rad: 0.02 px over ten frames at 3.6 px)
+
+
+def consistent_motion(x: Tensor, tt: Tensor, on: Tensor, before: Tensor, vel: Tensor, speed: Tensor,
+                      near: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The motion every seen whole-pixel place allows, for layers moving at the data's one speed.
+
+    A digit drawn at round(x) tells its sub-pixel place to within half a pixel at every frame: so
+    its motion (a direction at `speed`, a sub-pixel place at the last frame per axis, and before
+    a turn the mirrored line's intercept) lies in the set where every kept place is within half a
+    pixel of it. That set is small (ten places pin a line far better than least squares through
+    them does), and its centre is the estimate: the directions within SPREAD of the
+    least-squares `vel` (B, L, 2) are searched, each weighted by the widths of the places'
+    intervals it leaves. x (B, L, 2, w) places at times tt (w,), the last 0; on / before
+    (B, L, 2, w) the kept places on the current line and on the line before its turn; `near`
+    (B, L) the layers to refine. -> (B, L, 1) where some direction fits every kept place (a
+    tracker's slip kept, or a speed the layer does not move at, fits none), and there the
+    position (B, L, 2) at the last frame, the velocity and the intercept before the turn.
+    """
+    theta = torch.atan2(vel[..., 1], vel[..., 0])[..., None] + torch.linspace(-SPREAD, SPREAD, GRID,
+                                                                              device=x.device)
+    v = speed * torch.stack([theta.cos(), theta.sin()], -2)  # (B, L, 2, G)
+    inf = torch.tensor(float("inf"), device=x.device)
+
+    def interval(c: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:  # c (B, L, 2, G, w), m (B, L, 2, w)
+        m = m[:, :, :, None] > 0
+        return torch.where(m, c - 0.5, -inf).amax(-1), torch.where(m, c + 0.5, inf).amin(-1)
+
+    lo_e, hi_e = interval(x[:, :, :, None] - v[..., None] * tt, on)  # now: e + v t
+    lo_u, hi_u = interval(x[:, :, :, None] + v[..., None] * tt, before)  # before: u - v t
+    has_u = before.sum(-1, keepdim=True) > 0  # (B, L, 2, 1)
+    width = (hi_e - lo_e).clamp_min(0) * torch.where(has_u, (hi_u - lo_u).clamp_min(0), torch.ones_like(lo_u))
+    ok = (hi_e >= lo_e) & torch.where(has_u, hi_u >= lo_u, torch.ones_like(has_u))
+    weight = torch.where(ok.all(2), width.prod(2), torch.zeros_like(width[:, :, 0]))  # (B, L, G)
+    total = weight.sum(-1)
+    found = near & (total > 0)
+    mean = lambda t: (t * weight[:, :, None]).sum(-1) / total.clamp_min(1e-12)[..., None]  # noqa: E731
+    e, u = mean((lo_e + hi_e) / 2), mean(torch.where(has_u, (lo_u + hi_u) / 2, torch.zeros_like(lo_u)))
+    return found[..., None], e, mean(v), u
+
+
+def refine_at_speed(x: Tensor, tt: Tensor, on: Tensor, chosen: Tensor, pos: Tensor, vel: Tensor, before: Tensor,
+                    speed: Tensor, active: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Position, velocity and intercept before the turn, (B, L, 2) each: `consistent_motion`'s
+    where it finds one (for layers moving near the data's speed), else the least-squares ones."""
+    near = active & (speed > 0) & ((vel.norm(dim=-1) - speed).abs() <= SPEED_TOL * speed)
+    f, e, v, u = consistent_motion(x, tt, on, chosen - on, vel, speed, near)
+    return torch.where(f, e, pos), torch.where(f, v, vel), torch.where(f & ((chosen - on).sum(-1) > 0), u, before)
