@@ -3,12 +3,10 @@
 The layers are cut from one frame, the *anchor*, and then followed through the others. Where two
 digits overlap in the anchor, one frame cannot tell their strokes apart: the cut pieces mix
 them, and the separation that follows (`models/separate.py`) works from wrong pieces. So the
-anchor is chosen twice: first the latest frame where the most pieces stand apart, and then,
-once the objects are tracked, the latest frame where they overlap least, as their own tracks
-place them (two digits that cross in the last frames seen stood apart before). Where that is
-another frame, the objects are cut again from it, and the cut kept is the one whose layers,
-moved along their tracks, redraw the frames seen better (analysis by synthesis).
-"""
+objects are cut from several frames: the latest one where the most pieces stand apart, and a
+few spread over the frames seen (two digits that cross in the last frames seen stood apart
+before). The cut kept is the one whose layers, moved along their tracks, redraw the frames seen
+best (analysis by synthesis)."""
 
 from __future__ import annotations
 
@@ -46,16 +44,6 @@ def objects_at(images: Tensor, frame: Tensor, max_layers: int, radius: int) -> t
     return layers, disp
 
 
-def overlaps(layers: Ly.Layers, disp: Tensor) -> Tensor:
-    """(B, L, ...) layers and their displacements (B, L, T, 2) -> (B, T) px where two layers or
-    more cover one pixel in each frame, each layer's mask moved to its place there."""
-    b, n, h, w = layers.masks.shape
-    t = disp.shape[2]
-    masks = layers.masks[:, :, None].expand(-1, -1, t, -1, -1).reshape(-1, 1, h, w)
-    moved = Ly.shift(masks, disp.round().flatten(0, 2), mode="nearest", padding="zeros").view(b, n, t, h, w)
-    return (moved.sum(1) - 1).clamp_min(0).flatten(2).sum(2)
-
-
 def redraw_error(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor) -> Tensor:
     """(B,) summed squared error of the frames seen (B, T, C, H, W) redrawn from the anchor's
     layers, each moved to its place in every frame: how well the objects explain them."""
@@ -64,37 +52,40 @@ def redraw_error(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor)
                         for k in range(images.shape[1])], 1).sum(1)
 
 
+CANDIDATES = 3  # frames besides the first choice the objects are cut from, spread over the seen ones
+
+
 @torch.no_grad()
 def find_objects(images: Tensor, max_layers: int, radius: int) -> tuple[Tensor, Ly.Layers, Tensor]:
     """images (B, T, C, H, W) in [0, 1] -> the anchor frame (B,), its layers and their
-    displacements (B, L, T, 2) from it. With MIN_FRAMES frames or more, where the objects found
-    overlap less in another frame (the latest such), they are found again from that one, and
-    kept where they redraw the frames seen better."""
+    displacements (B, L, T, 2) from it. With MIN_FRAMES frames or more, the objects are also cut
+    from CANDIDATES frames spread over the seen ones (the first among them: two digits that cross
+    in the last frames seen stood apart before), and each clip keeps the cut whose layers, moved
+    along their tracks, redraw the frames seen best (the first choice where none does better).
+    A cut's own overlap cannot choose: a frame's layers never overlap in that frame."""
     frame = choose_anchor(images, max_layers)
     layers, disp = objects_at(images, frame, max_layers, radius)
-    if images.shape[1] < MIN_FRAMES:
-        return frame, layers, disp
     t = images.shape[1]
-    cover = overlaps(layers, disp)
-    better = (cover * (t + 1) - torch.arange(t, device=images.device)).argmin(1)  # the latest of the least
-    redo = torch.nonzero(cover.gather(1, better[:, None])[:, 0] < cover.gather(1, frame[:, None])[:, 0]).flatten()
-    if len(redo) == 0:
+    if t < MIN_FRAMES:
         return frame, layers, disp
-    sub, sub_disp = objects_at(images[redo], better[redo], max_layers, radius)
-    old = Ly.Layers(layers.masks[redo], layers.scene[redo], None if layers.content is None else layers.content[redo])
-    wins = redraw_error(images[redo], better[redo], sub, sub_disp) < redraw_error(images[redo], frame[redo], old, disp[redo])
-    redo, sub = redo[wins], Ly.Layers(sub.masks[wins], sub.scene[wins], None if sub.content is None else sub.content[wins])
-    sub_disp = sub_disp[wins]
-    if len(redo) == 0:
-        return frame, layers, disp
+    best = redraw_error(images, frame, layers, disp)
     frame, disp = frame.clone(), disp.clone()
-    frame[redo], disp[redo] = better[redo], sub_disp
     masks, scene = layers.masks.clone(), layers.scene.clone()
-    masks[redo], scene[redo] = sub.masks, sub.scene
-    content = None
-    if layers.content is not None or sub.content is not None:  # a layer without its own pixels is the anchor's
-        anchor = images[torch.arange(len(frame), device=images.device), frame].float()
-        content = (layers.content.clone() if layers.content is not None
-                   else anchor[:, None] * layers.masks[:, :, None])
-        content[redo] = sub.content if sub.content is not None else anchor[redo][:, None] * sub.masks[:, :, None]
+    anchor = images[torch.arange(len(frame), device=images.device), frame].float()
+    content = layers.content.clone() if layers.content is not None else anchor[:, None] * layers.masks[:, :, None]
+    for f in torch.linspace(0, t - 1, CANDIDATES + 1)[:-1].round().long().tolist():
+        todo = torch.nonzero(frame != f).flatten()
+        if len(todo) == 0:
+            continue
+        at = torch.full((len(todo),), f, dtype=torch.long, device=images.device)
+        sub, sub_disp = objects_at(images[todo], at, max_layers, radius)
+        err = redraw_error(images[todo], at, sub, sub_disp)
+        wins = err < best[todo]
+        if not bool(wins.any()):
+            continue
+        idx = todo[wins]
+        best[idx], frame[idx], disp[idx] = err[wins], f, sub_disp[wins]
+        masks[idx], scene[idx] = sub.masks[wins], sub.scene[wins]
+        own = sub.content if sub.content is not None else images[todo, f].float()[:, None] * sub.masks[:, :, None]
+        content[idx] = own[wins]
     return frame, Ly.Layers(masks, scene, content), disp
