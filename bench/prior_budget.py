@@ -97,7 +97,7 @@ def main() -> None:
         extra[k] = type(getattr(params.prior, k))(v)
     rows = []
     for steps in args.steps:
-        cfg = params.prior.model_copy(update={**extra, "steps": steps, "eval_every": steps})
+        cfg = params.prior.model_copy(update={**extra, "steps": steps})
         t0 = time.perf_counter()
         result = train_prior(cfg, vqvae, meta["fingerprint"], data)
         minutes = (time.perf_counter() - t0) / 60

@@ -175,3 +175,29 @@ def test_a_scene_has_no_walls_an_object_does():
     torch.testing.assert_close(near[0], far[0])  # the scene: the same state wherever it stands
     assert not torch.allclose(near[1], far[1])  # the digit: 10 px closer to a wall is another state
     assert (near[0, ..., :8] == 0).all() and (near[0, ..., 8:12] != 0).any()  # its steps still count
+
+
+def test_the_prior_keeps_the_weights_of_its_best_validation_rollout(tiny_data):
+    import numpy as np
+
+    from vqvideo.config import parse_params
+    from vqvideo.data.frames import FrameData
+    from vqvideo.stages.prior import EVAL_CLIPS, encode_clips, rollout_mse_frame, train_prior
+    from vqvideo.stages.train import train
+
+    raw = tiny_params_dict()
+    raw["prior"].update({"steps": 12, "eval_every": 3, "lr": 0.3, "warmup_steps": 0})  # too fast: it gets worse
+    p = parse_params(raw)
+    data = FrameData.open(tiny_data / "frames")
+    vq = train(p.model, p.train, data)
+    result = train_prior(p.prior, vq.model, vq.fingerprint, data)
+    rows = [r for r in result.loop.history if r["split"] == "val"]
+    best = min(rows, key=lambda r: r["rollout_mse_frame"])
+    assert best["step"] < p.prior.steps  # the last weights are not the best here
+    assert result.val["step"] == best["step"]
+    # the weights returned are that step's: their rollout of the validation clips scores as it did
+    val = data.clips("val")
+    pick = np.unique(np.linspace(0, len(val) - 1, min(EVAL_CLIPS, len(val))).round().astype(int))
+    codes = encode_clips(vq.model, val[pick[:16]], torch.device("cpu"))
+    ctx = min(p.prior.max_context, codes.shape[1] - 1)
+    assert rollout_mse_frame(result.model, codes, ctx) == pytest.approx(best["rollout_mse_frame"], rel=1e-4)

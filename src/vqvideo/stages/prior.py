@@ -221,11 +221,23 @@ def train_prior(
             still = prior_loss(model, val_tracks, idx, 1)
         out["still_last_px"] = float(still["last_px"])
         out["rollout_mse_frame"] = rollout_mse_frame(model, val_codes, ctx)
+        best = loop.extra_state.get("best")
+        if best is None or out["rollout_mse_frame"] < best["rollout_mse_frame"]:
+            # the weights kept (in the checkpoint too, for a resume): trained longer, the learned
+            # walls fit the training clips' digits and turn the validation clips' ones wrong
+            loop.extra_state["best"] = {"rollout_mse_frame": out["rollout_mse_frame"], "step": loop.step,
+                                        "state": {k: v.detach().cpu().clone() for k, v in model.learned_state().items()}}
         return out
 
     result = loop.run(step_fn, eval_fn)
-    val = [r for r in result.history if r["split"] == "val"][-1]
-    return PriorResult(model.cpu().eval(), result, val, fp)
+    evals = [r for r in result.history if r["split"] == "val"]
+    best = loop.extra_state.get("best")
+    if best is not None:  # the validation clips' best rollout
+        model.load_state_dict({k: v.to(device) for k, v in best["state"].items()}, strict=False)
+        evals = [r for r in evals if r["step"] == best["step"]] or evals
+        log.info("prior: the weights of step %d kept (validation rollout error %.1f per frame)",
+                 best["step"], best["rollout_mse_frame"])
+    return PriorResult(model.cpu().eval(), result, evals[-1], fp)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
