@@ -223,12 +223,15 @@ def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None, sp
     pos, before, vel, turned = pick(pos), pick(before), pick(vel), best[..., 0] > 0
     if speed is not None and active is not None:
         # the slope set, each line's intercept is the least-squares one through its own places
-        new = at_speed(vel, speed, active)
+        near, new = near_speed(vel, speed, active), at_speed(vel, speed, active)
         on = now[best[..., 0]] * chosen  # (B, L, 2, w): kept places on the current line
         centre = lambda m: (m * tt).sum(-1) / m.sum(-1).clamp_min(1)  # noqa: E731
         pos, before = pos - (new - vel) * centre(on), before + (new - vel) * centre(chosen - on)
         vel = new
-        pos, vel, before = refine_at_speed(x, tt, on, chosen, pos, vel, before, speed, active)
+        # then the motion all its kept places allow, where some does (else the least-squares one)
+        found, e, v, u = consistent_motion(x, tt, on, chosen - on, vel, speed, near)
+        pos, vel = torch.where(found, e, pos), torch.where(found, v, vel)
+        before = torch.where(found & ((chosen - on).sum(-1) > 0), u, before)
     return pos, vel, (pos + before) / 2, turned, held
 
 
@@ -290,8 +293,13 @@ def at_speed(vel: Tensor, speed: Tensor, active: Tensor) -> Tensor:
     speed is within SPEED_TOL of it. Ten frames of whole-pixel places know a direction better
     than a length: the length known, the velocity's error about halves."""
     norm = vel.norm(dim=-1, keepdim=True)
-    near = active[..., None] & (speed > 0) & ((norm - speed).abs() <= SPEED_TOL * speed)
-    return torch.where(near, vel * speed / norm.clamp_min(1e-6), vel)
+    return torch.where(near_speed(vel, speed, active)[..., None], vel * speed / norm.clamp_min(1e-6), vel)
+
+
+def near_speed(vel: Tensor, speed: Tensor, active: Tensor) -> Tensor:
+    """(B, L) the layers, where `active`, whose velocity (B, L, 2) is within SPEED_TOL of the
+    data's common `speed` (0: none is)."""
+    return active & (speed > 0) & ((vel.norm(dim=-1) - speed).abs() <= SPEED_TOL * speed)
 
 
 def extent(boxes: Tensor) -> Tensor:
@@ -340,11 +348,3 @@ def consistent_motion(x: Tensor, tt: Tensor, on: Tensor, before: Tensor, vel: Te
     e, u = mean((lo_e + hi_e) / 2), mean(torch.where(has_u, (lo_u + hi_u) / 2, torch.zeros_like(lo_u)))
     return found[..., None], e, mean(v), u
 
-
-def refine_at_speed(x: Tensor, tt: Tensor, on: Tensor, chosen: Tensor, pos: Tensor, vel: Tensor, before: Tensor,
-                    speed: Tensor, active: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Position, velocity and intercept before the turn, (B, L, 2) each: `consistent_motion`'s
-    where it finds one (for layers moving near the data's speed), else the least-squares ones."""
-    near = active & (speed > 0) & ((vel.norm(dim=-1) - speed).abs() <= SPEED_TOL * speed)
-    f, e, v, u = consistent_motion(x, tt, on, chosen - on, vel, speed, near)
-    return torch.where(f, e, pos), torch.where(f, v, vel), torch.where(f & ((chosen - on).sum(-1) > 0), u, before)
