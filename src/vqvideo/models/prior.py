@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from vqvideo.config import PriorConfig
 from vqvideo.models import layers as Ly
+from vqvideo.models.glyphs import GLYPHS, Glyphs, cut_still, tile_shape
 from vqvideo.models.hints import apply_hints, split_by_hints
 from vqvideo.models.motion import (
     KIN,
@@ -50,7 +51,7 @@ from vqvideo.models.motion import (
 )
 from vqvideo.models.objects import find_objects
 from vqvideo.models.sampling import pick_codes
-from vqvideo.models.separate import own_ink_boxes, split_oversized
+from vqvideo.models.separate import own_ink_boxes
 from vqvideo.models.vqvae import VQVAE
 
 
@@ -123,6 +124,11 @@ class CodePrior(nn.Module):
         self.register_buffer("box_size", torch.zeros(2))
         # the one speed every object moves at, as the training clips show it (0: several)
         self.register_buffer("speed", torch.zeros(()))
+        # what an object looks like (`models/glyphs.py`): glyphs of the training clips' objects,
+        # how many the bank holds and how many objects a frame holds (0: no bank)
+        self.register_buffer("glyphs", torch.zeros(GLYPHS, *tile_shape(self.size)))
+        self.register_buffer("glyph_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("objects", torch.zeros((), dtype=torch.long))
 
     def shape_meta(self) -> dict:
         """What `build_prior` needs to rebuild this prior before loading its weights."""
@@ -277,6 +283,12 @@ class CodePrior(nn.Module):
         logits = torch.addmm(-cb.pow(2).sum(1) * inv_tau, zf, cb.t() * (2 * inv_tau))
         return logits.view(z.shape[0], z.shape[2], z.shape[3], -1)
 
+    def glyph_bank(self) -> Glyphs | None:
+        """What the training clips' objects look like (`models/glyphs.py`); None without a bank."""
+        if int(self.objects) < 1:
+            return None
+        return Glyphs(self.glyphs[: int(self.glyph_count)], int(self.objects), self.box_size)
+
     # ---------------------------------------------------------- the whole prior
 
     @torch.no_grad()
@@ -302,14 +314,15 @@ class CodePrior(nn.Module):
         ar = torch.arange(b, device=context.device)
         given = layers is not None
         if layers is None:  # the objects in the frames seen (each with its own pixels, from 3 frames)
-            frame, layers, disp = find_objects(images, self.cfg.max_layers, self.cfg.motion_radius)
+            frame, layers, disp = find_objects(images, self.cfg.max_layers, self.cfg.motion_radius,
+                                               self.glyph_bank())
         else:
             frame = torch.full((b,), tc - 1, dtype=torch.long, device=context.device)
             disp = Ly.track(images, frame, layers, self.cfg.motion_radius)[0]  # (B, L, Tc, 2) from the anchor
             layers = Ly.merge_common_motion(layers, disp)
         anchor = images[ar, frame]
-        if tc == 1 and not given:  # a piece bigger than an object's box: objects that touch
-            layers = split_oversized(layers, anchor, self.box_size)
+        if tc == 1 and not given:  # pieces that are not one object each: cut by what objects look like
+            layers = cut_still(layers, anchor, self.glyph_bank(), self.box_size)
         if tc == 1 and first_step is None and hints:
             layers = split_by_hints(layers, hints)
         app = self.appearance(context[ar, frame], layers)

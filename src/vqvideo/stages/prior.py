@@ -17,6 +17,7 @@ from vqvideo import distributed
 from vqvideo.config import Params, PriorConfig, fingerprint, source_fingerprint
 from vqvideo.data.frames import FrameData, open_checked, to_float, to_tensor
 from vqvideo.models import layers as Ly
+from vqvideo.models.glyphs import collect_glyphs
 from vqvideo.models.motion import bounce_box, common_speed, kinematics, observed_insets
 from vqvideo.models.objects import choose_anchor
 from vqvideo.models.prior import CodePrior
@@ -86,6 +87,28 @@ def measure_tracks(vqvae: VQVAE, clips: np.ndarray, cfg: PriorConfig, device: to
                      ("ink", own_ink_boxes(x, frame, layers, disp, cost < HELD))):
             out[k].append(v)
     return Tracks(**{k: torch.cat(v) for k, v in out.items()})
+
+
+GLYPH_STRIDE = 3  # every third frame of a clip is looked at for its objects standing apart
+
+
+@torch.no_grad()
+def read_glyphs(clips: np.ndarray, model: CodePrior, cfg: PriorConfig, device: torch.device,
+                batch: int = 64) -> tuple[torch.Tensor, int]:
+    """The glyph bank (`models/glyphs.py`) of training clips (N, T, C, H, W) uint8, and the
+    number of objects a frame holds, in the box `model` has read from their tracks."""
+    x = torch.cat([to_float(to_tensor(clips[i : i + batch, ::GLYPH_STRIDE]), torch.device("cpu"))
+                   for i in range(0, len(clips), batch)])
+    return collect_glyphs(x, model.box_size.cpu(), cfg.max_layers, tuple(model.glyphs.shape[1:]), len(model.glyphs))
+
+
+def set_glyphs(model: CodePrior, bank: torch.Tensor, count: int) -> None:
+    """Store the bank (G, th, tw) `read_glyphs` gave, and the objects a frame holds, in `model`."""
+    n = min(len(bank), len(model.glyphs))
+    model.glyphs.zero_()
+    model.glyphs[:n] = bank[:n].to(model.glyphs)
+    model.glyph_count.fill_(n)
+    model.objects.fill_(count if n else 0)
 
 
 def step_targets(disp: torch.Tensor, radius: int) -> torch.Tensor:
@@ -196,11 +219,14 @@ def train_prior(
     objects = tracks.masks.flatten(2).any(2) & ~tracks.scene[:, None]
     model.box_size.copy_(bounce_box(tracks.ink, tracks.disp, tracks.weight, objects, model.size))
     model.speed.copy_(common_speed(tracks.disp, tracks.weight, objects))
+    set_glyphs(model, *read_glyphs(train_all[np.unique(pick)], model, cfg, device))
+    log.info("prior: %d glyphs of the training clips' objects, %d objects a frame (0: no bank)",
+             int(model.glyph_count), int(model.objects))
     log.info("prior: the training clips' objects bounce in a box of %s px, at a speed of %.2f px a frame (0: several)",
              model.box_size.tolist(), float(model.speed))
     loop_only = {"eval_every": 0, "log_every": 0, "checkpoint_every": 0, "device": device.type}
     code = source_fingerprint("models.prior", "models.motion", "models.layers", "models.objects", "models.separate",
-                              "stages.prior")
+                              "models.glyphs", "stages.prior")
     fp = fingerprint(cfg.model_copy(update=loop_only), vqvae_fingerprint, data.fingerprint, str(dtype), code)
     loop = TrainLoop(
         "prior", model, LoopSpec.of(cfg), checkpoint, fp, on_log=on_log,
