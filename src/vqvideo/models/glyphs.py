@@ -28,7 +28,7 @@ from torch import Tensor
 
 from vqvideo.models import layers as Ly
 from vqvideo.models.layers import INK, MIN_GROUP, Layers, gray_of
-from vqvideo.models.separate import split_oversized
+from vqvideo.models.separate import OVERSIZE, split_oversized
 
 GLYPHS = 512  # objects the bank keeps (one or two per training clip)
 BLANK = 0.1  # gray level below which the frame is blank: a glyph's ink there counts against it
@@ -195,21 +195,16 @@ def needs_cut(layers: Layers, frames: Tensor, glyphs: Glyphs) -> Tensor:
     `glyphs.count` of them, or a piece bigger than the box objects bounce in (two that touch)."""
     objects = layers.valid & ~layers.scene[:, None]
     ink = layers.ink_boxes(frames)
-    over = (((ink[..., 2:] - ink[..., :2]) > glyphs.box.to(ink.device) + 1).any(-1) & objects).any(1)
+    over = (((ink[..., 2:] - ink[..., :2]) > glyphs.box.to(ink.device) + OVERSIZE).any(-1) & objects).any(1)
     n = objects.sum(1)
     return ((n != glyphs.count) | over) & ~layers.scene & (n > 0) & (glyphs.count > 0) & (len(glyphs.bank) > 0)
 
 
 @torch.no_grad()
-def split_by_glyphs(layers: Layers, frames: Tensor, glyphs: Glyphs, todo: Tensor | None = None) -> Layers:
+def split_by_glyphs(layers: Layers, frames: Tensor, glyphs: Glyphs) -> Layers:
     """The layers of frames (B, C, H, W) re-cut by the objects the glyph bank draws them with,
-    where they are not one object each (`needs_cut`); `todo` (B,) bool limits it further. The
-    others, and scenes, keep their layers."""
-    if glyphs.count < 1 or len(glyphs.bank) == 0:
-        return layers
+    where they are not one object each (`needs_cut`). The others, and scenes, keep their layers."""
     need = needs_cut(layers, frames, glyphs)
-    if todo is not None:
-        need = need & todo
     idx = torch.nonzero(need).flatten()
     if len(idx) == 0:
         return layers
