@@ -275,3 +275,22 @@ def test_at_the_datas_speed_the_motion_is_the_one_every_whole_pixel_place_allows
     slow = consistent_motion(x * 0.5, tt, on, torch.zeros_like(x), ls_vel, torch.tensor(3.6),
                              torch.ones(n, 1, dtype=torch.bool))[0]
     assert not bool(slow.any())
+
+
+def test_fitted_places_put_a_slipped_place_back_on_the_layers_motion_through_a_turn():
+    from vqvideo.models.motion import fitted_places
+
+    true = _bounce(30.3, 3.3, 10)  # turns at 36 after frame 1
+    seen = torch.tensor([round(p) for p in true], dtype=torch.float32)
+    seen[-4] += 5  # the tracker slipped onto another digit
+    anchor = 9
+    disp = (seen - seen[anchor]).view(1, 1, 10, 1).expand(1, 1, 10, 2)
+    got = fitted_places(disp, torch.tensor([anchor]))[0, 0, :, 0]
+    want = torch.tensor(true) - true[anchor]
+    assert float(got[anchor]) == 0.0  # from the anchor's place, as the displacements are
+    assert float((got - want).abs().max()) < 0.6  # the slip included: on the motion, within rounding
+    assert abs(float(got[-4] - disp[0, 0, -4, 0])) > 4
+    # from an anchor inside the clip too, and tracked places before the window are kept
+    mid = fitted_places(disp - disp[:, :, 5:6], torch.tensor([5]), window=8)[0, 0, :, 0]
+    assert float(mid[5]) == 0.0 and float((mid[2:] - (want[2:] - want[5])).abs().max()) < 0.6
+    torch.testing.assert_close(mid[:2], (disp - disp[:, :, 5:6])[0, 0, :2, 0])

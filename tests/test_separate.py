@@ -224,3 +224,41 @@ def test_a_cut_from_another_frame_is_kept_only_where_it_redraws_the_frames_bette
     frame, layers, disp = find_objects(x, 4, 6)
     assert torch.equal(frame, first) and torch.equal(layers.masks, layers0.masks)
     assert float(redraw_error(x, frame, layers, disp)) == float(redraw_error(x, first, layers0, disp0))
+
+
+def test_objects_re_read_along_their_motion_drop_a_copy_and_anothers_strokes():
+    from vqvideo.models.objects import along_motion, redraw_error
+
+    # apart at the anchor (frame 0); the ring's layer holds the cross's strokes too (a cut from
+    # frames where they overlapped), its track slipped at frame 3, and a third layer copies the
+    # cross along a wrong track: the frames seen are redrawn badly
+    steps = [(-3, -1), (-1, 5)]
+    x = clip([(18, 37), (12, 16)], steps)
+    anchor = torch.zeros(1, dtype=torch.long)
+    true = Ly.segment(x[:, 0], 4)
+    assert int(true.valid.sum()) == 2
+    front = x[:, 0].float()
+    ring = int((true.masks[0, :2] * front[0, 0]).sum((1, 2)).argmax())  # the ring has more ink
+    cross = 1 - ring
+    t = torch.arange(T, dtype=torch.float32)[:, None]
+    disp = torch.zeros(1, 4, T, 2)
+    disp[0, ring], disp[0, cross] = t * torch.tensor(steps[0]), t * torch.tensor(steps[1])
+    disp[0, ring, 3] += torch.tensor([5.0, 0.0])  # a slip
+    disp[0, 2] = t * torch.tensor([2.0, 0.0])  # the copy's wrong track
+    masks = true.masks.clone()
+    masks[0, ring] = ((true.masks[0, 0] + true.masks[0, 1]) > 0).float()  # both glyphs' ink
+    masks[0, 2] = true.masks[0, cross]
+    bad = Ly.Layers(masks, true.scene, front[:, None] * masks[:, :, None])
+    error = redraw_error(x, anchor, bad, disp)
+    layers, out_disp = along_motion(x, anchor, bad, disp, error)
+    assert int(layers.valid.sum()) == 2
+    assert float(redraw_error(x, anchor, layers, disp)) < float(error) / 3
+    got = layers.content[0, layers.valid[0], 0].numpy()
+    for g, (x0, y0) in zip(glyphs(), ((18, 37), (12, 16))):
+        truth = np.zeros((SIZE, SIZE), np.float32)
+        truth[y0 : y0 + 14, x0 : x0 + 14] = g
+        assert min(np.abs(c - truth).max() for c in got) < 1e-6  # each layer one glyph, whole
+    assert out_disp is disp  # the tracks stay: the dynamics fit them robustly
+    # not where it does not explain the frames seen better: the layers as they were
+    same, _ = along_motion(x, anchor, bad, disp, torch.zeros(1))
+    assert torch.equal(same.masks, bad.masks)

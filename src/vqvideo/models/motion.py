@@ -235,6 +235,25 @@ def fit_motion(disp: Tensor, window: int = 10, trusted: Tensor | None = None, sp
     return pos, vel, (pos + before) / 2, turned, held
 
 
+def fitted_places(disp: Tensor, anchor: Tensor, window: int = 10) -> Tensor:
+    """(B, L, T, 2) tracked displacements from the anchor frame (B,) -> (B, L, T, 2) the places
+    `fit_motion` puts each layer at over the last `window` frames (a line, or two mirrored at
+    the wall of a turn), from the anchor's place as the displacements are; the tracked places
+    before the window. A place the tracker slipped at (another digit covered this one) is
+    where the layer's motion through the others puts it."""
+    t = disp.shape[2]
+    w = min(t, window)
+    pos, vel, wall, turned, _ = fit_motion(disp, window=w, trusted=anchored(disp))
+    tt = torch.arange(t, device=disp.device, dtype=torch.float32) - (t - 1)  # the last frame at 0
+    line = pos[:, :, None] + vel[:, :, None] * tt[:, None]  # (B, L, T, 2)
+    before = torch.where(vel[:, :, None] > 0, line < wall[:, :, None], line > wall[:, :, None])
+    model = torch.where(before & turned[:, :, None], 2 * wall[:, :, None] - line, line)
+    at = anchor[:, None, None, None].expand(-1, disp.shape[1], 1, 2)
+    model = model - model.gather(2, at)  # from the anchor's place
+    inside = (torch.arange(t, device=disp.device) >= t - w)[:, None] & (anchor >= t - w)[:, None, None, None]
+    return torch.where(inside, model, disp.float())
+
+
 def anchored(disp: Tensor) -> Tensor:
     """(B, L, T, 2) displacements from the anchor frame -> (B, L, T) the places where a layer
     stands exactly where its pixels were read (the anchor's own frame, 0 by construction): known

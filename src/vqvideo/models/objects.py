@@ -10,12 +10,17 @@ best (analysis by synthesis)."""
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from vqvideo.models import layers as Ly
 from vqvideo.models.glyphs import Glyphs, needs_cut, split_by_glyphs
-from vqvideo.models.separate import MIN_FRAMES, separate
+from vqvideo.models.layers import HALO, INK, MIN_GROUP, gray_of
+from vqvideo.models.motion import fitted_places
+from vqvideo.models.separate import EXPLAINED, MIN_FRAMES, low_envelope, own_content, separate
 
 
 def choose_anchor(images: Tensor, max_layers: int) -> Tensor:
@@ -103,4 +108,119 @@ def find_objects(images: Tensor, max_layers: int, radius: int,
         masks[idx], scene[idx] = sub.masks[wins], sub.scene[wins]
         own = sub.content if sub.content is not None else images[todo, at[todo]].float()[:, None] * sub.masks[:, :, None]
         content[idx] = own[wins]
-    return frame, Ly.Layers(masks, scene, content), disp
+    layers = Ly.Layers(masks, scene, content)
+    return (frame, *along_motion(images, frame, layers, disp, best))
+
+
+REDUNDANT = 2.0  # summed squared error per frame seen below which a layer adds nothing to the redraw
+CLEARLY_BETTER = 3.0  # times lower redraw error at which the objects re-read along their motion are taken
+COPY = 0.25 * MIN_GROUP  # squared error a layer that copies others adds to its anchor frame
+
+
+@torch.no_grad()
+def along_motion(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor,
+                 error: Tensor) -> tuple[Ly.Layers, Tensor]:
+    """The objects re-read along their motion, for the clips where that redraws the frames seen
+    (B, T, C, H, W) better than their `error` (B,) now.
+
+    Two digits that overlap in every frame seen slip the tracker (it follows one, then the
+    other), and a layer's own pixels read along a slipped track hold the other digit's strokes.
+    Each layer's motion, fitted through the places it keeps (`motion.fitted_places`: a slip is
+    an outlier to a line), puts it in every frame; where that is more than a pixel from its
+    tracked place, the fitted place is taken. Each layer's own ink is then the low envelope of
+    every frame seen along that track (`separate.low_envelope`), and a layer whose removal
+    raises the redraw error by under REDUNDANT a frame seen (a copy of another along a wrong
+    track) is dropped, the least useful first."""
+    b, t = images.shape[:2]
+    objects = layers.valid & ~layers.scene[:, None]
+    if t < MIN_FRAMES or not bool(objects.any()):
+        return layers, disp
+    ar = torch.arange(b, device=images.device)
+    model = fitted_places(disp, frame)
+    track = torch.where(((disp - model).abs() <= 1).all(-1, keepdim=True), disp, model.round())
+    gray = gray_of(images)
+    front = gray[ar, frame][:, None]  # (B, 1, H, W)
+    envelope, count = low_envelope(gray, track, torch.ones_like(track[..., 0], dtype=torch.bool))
+    own = torch.where(count >= MIN_FRAMES, torch.minimum(envelope, front), torch.zeros_like(envelope))
+    own = torch.where(front - own <= EXPLAINED, front, own) * objects[..., None, None]
+    own = own * (own > INK)
+    own = own * ~strays(own > INK)  # another's strokes the track happened to keep ink under
+    # ink no layer's track explains (a stroke's edge a pixel off): to the layer whose ink is
+    # within HALO + 1 px, the nearest first; else it stays with the layer that held it
+    lost = (front[:, 0] > INK) & (own.amax(1) < front[:, 0] - EXPLAINED)  # (B, H, W)
+    for r in range(1, HALO + 2):
+        near = (F.max_pool2d((own > INK).float(), 2 * r + 1, 1, r) > 0) & lost[:, None] & objects[..., None, None]
+        own = torch.where(near & (near.cumsum(1) == 1), front, own)
+        lost = lost & ~near.any(1)
+    before = gray_of(layers.content) if layers.content is not None else front * layers.masks
+    held = F.one_hot(before.argmax(1), own.shape[1]).permute(0, 3, 1, 2).bool() & lost[:, None] & objects[..., None, None]
+    own = torch.where(held, front, own)
+    masks = torch.where(objects[..., None, None],
+                        F.max_pool2d((own > INK).float(), 2 * HALO + 1, 1, HALO), layers.masks)
+    own = torch.where(objects[..., None, None], own, before)
+    new = Ly.Layers(masks, layers.scene, own_content(images, frame, own, masks, layers.scene))
+    new, err = prune(images, frame, new, track, REDUNDANT * t)
+    # only where the frames seen are explained far better, or a copy is gone: a layer's own ink
+    # read along its fitted motion keeps, by chance, a few pixels of another where the two
+    # overlap, which a little lower error does not outweigh (they widen its box: early bounces)
+    fewer = new.valid.sum(1) < layers.valid.sum(1)
+    wins = (err < error / CLEARLY_BETTER) | (fewer & (err < error))
+    keep = lambda a, o: torch.where(wins.view(-1, *[1] * (a.dim() - 1)), a, o)  # noqa: E731
+    return (Ly.Layers(keep(new.masks, layers.masks), layers.scene, keep(new.content, layers.content)),
+            disp)
+
+
+def strays(ink: Tensor) -> Tensor:
+    """(B, L, H, W) bool each layer's ink -> its strays: the pieces (ink within 2 HALO px is
+    one) of under MIN_GROUP px besides its biggest. Along a wrong motion a few pixels of
+    another object stay on ink in every frame by chance, apart from the object's own."""
+    out = torch.zeros_like(ink)
+    kernel = np.ones((2 * HALO + 1, 2 * HALO + 1), np.uint8)
+    for i, j in torch.nonzero(ink.flatten(2).any(2)).tolist():
+        m = ink[i, j].cpu().numpy().astype(np.uint8)
+        n, labels = cv2.connectedComponents(cv2.dilate(m, kernel), connectivity=8)
+        labels = np.where(m > 0, labels, 0)
+        area = np.bincount(labels.ravel(), minlength=n)
+        area[0] = 0
+        small = (area < MIN_GROUP) & (np.arange(n) != area.argmax())
+        small[0] = False
+        out[i, j] = torch.from_numpy(small[labels]).to(ink.device)
+    return out
+
+
+def prune(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor, tol: float) -> tuple[Ly.Layers, Tensor]:
+    """Drop, one at a time, the object layer that is a copy of others (the anchor frame redrawn
+    without it is off by under MIN_GROUP px of ink: `COPY`) and whose removal raises the redraw
+    error of the frames seen by least, while that is under `tol` -> the layers and their redraw
+    error (B,). A layer with ink of its own stays, however wrong its track: dropping an object
+    that is drawn in the wrong place always redraws the frames better."""
+    masks, content = layers.masks.clone(), layers.content.clone()
+    anchor = images[torch.arange(len(frame), device=images.device), frame].float()
+    still = torch.zeros_like(disp[:, :, 0])
+
+    def errors(m: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        lay = Ly.Layers(m, layers.scene, c)
+        return (redraw_error(images, frame, lay, disp),
+                ((Ly.render(anchor, lay, still) - anchor) ** 2).flatten(1).sum(1))
+
+    err, at_anchor = errors(masks, content)
+    for _ in range(masks.shape[1] - 1):
+        objects = (masks.flatten(2) > 0).any(2) & ~layers.scene[:, None]
+        if not bool((objects.sum(1) > 1).any()):
+            break
+        without = []
+        for j in range(masks.shape[1]):
+            m, c = masks.clone(), content.clone()
+            m[:, j], c[:, j] = 0, 0
+            e, a = errors(m, c)
+            copy = objects[:, j] & (objects.sum(1) > 1) & (a < at_anchor + COPY)
+            without.append(torch.where(copy, e, torch.full_like(e, float("inf"))))
+        e, j = torch.stack(without, 1).min(1)
+        drop = e < err + tol
+        if not bool(drop.any()):
+            break
+        idx = torch.nonzero(drop).flatten()
+        masks[idx, j[idx]], content[idx, j[idx]] = 0, 0
+        err = torch.where(drop, e, err)
+        at_anchor = errors(masks, content)[1]
+    return Ly.Layers(masks, layers.scene, content), err

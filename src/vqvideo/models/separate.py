@@ -52,16 +52,22 @@ def separate(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cost:
     another are then read along its own track."""
     if images.shape[1] < MIN_FRAMES or not bool((layers.valid & ~layers.scene[:, None]).any()):
         return layers, disp  # too few frames to tell, or scenes only (footage): nothing to separate
-    fresh = None
-    for _ in range(2):
-        out = own_pixels(images, anchor, layers, disp, cost, fresh)
-        fresh = out.valid & ~layers.valid
-        layers = out
-        if not bool(fresh.any()):
-            break
-        new_disp, new_cost = Ly.track(images, anchor, layers, radius)
-        disp = torch.where(fresh[..., None, None], new_disp, disp)
-        cost = torch.where(fresh[..., None], new_cost, cost)
+    out = own_pixels(images, anchor, layers, disp, cost)
+    fresh = out.valid & ~layers.valid
+    idx = torch.nonzero(fresh.any(1)).flatten()  # clips with an object found: their second pass
+    if len(idx) == 0:
+        return out, disp
+    sub = Layers(out.masks[idx], out.scene[idx], out.content[idx])
+    new_disp, new_cost = Ly.track(images[idx], anchor[idx], sub, radius)
+    sub_disp = torch.where(fresh[idx][..., None, None], new_disp, disp[idx])
+    sub_cost = torch.where(fresh[idx][..., None], new_cost, cost[idx])
+    again = own_pixels(images[idx], anchor[idx], sub, sub_disp, sub_cost, fresh[idx])
+    more = again.valid & ~sub.valid  # found in the second pass: tracked, not separated again
+    if bool(more.any()):
+        sub_disp = torch.where(more[..., None, None], Ly.track(images[idx], anchor[idx], again, radius)[0], sub_disp)
+    masks, content, disp = out.masks.clone(), out.content.clone(), disp.clone()
+    masks[idx], content[idx], disp[idx] = again.masks, again.content, sub_disp
+    layers = Layers(masks, out.scene, content)
     return layers, disp
 
 
@@ -164,12 +170,18 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
             if bool(enough[i, j]) or not bool(objects[i, j]):
                 grown = cv2.dilate((own[i, j] > INK).cpu().numpy().astype(np.uint8), kernel)
                 masks[i, j] = torch.from_numpy(grown.astype(np.float32)).to(images.device)
-    own = own * (masks > 0)
-    # colour ink: the anchor's colour, scaled to the layer's own share where another crosses it; a scene, the frame
+    return Layers(masks, layers.scene, own_content(images, anchor, own * (masks > 0), masks, layers.scene))
+
+
+def own_content(images: Tensor, anchor: Tensor, own: Tensor, masks: Tensor, scene: Tensor) -> Tensor:
+    """Each layer's own gray ink (B, L, H, W) at the anchor (B,) of images (B, T, C, H, W) -> its
+    pixels (B, L, C, H, W): gray as it is; colour ink the anchor's colour, scaled to the layer's
+    own share where another crosses it; a scene, the frame under its mask (B, L, H, W)."""
+    ar = torch.arange(images.shape[0], device=images.device)
     frame = images[ar, anchor].float()[:, None]  # (B, 1, C, H, W)
-    content = own[:, :, None] if c == 1 else frame * (own / front[:, None].clamp_min(1e-6)).clamp(max=1)[:, :, None]
-    content = torch.where(layers.scene[:, None, None, None, None], frame * masks[:, :, None], content)
-    return Layers(masks, layers.scene, content)
+    front = gray_of(images[ar, anchor])
+    content = own[:, :, None] if images.shape[2] == 1 else frame * (own / front[:, None].clamp_min(1e-6)).clamp(max=1)[:, :, None]
+    return torch.where(scene[:, None, None, None, None], frame * masks[:, :, None], content)
 
 
 OVERSIZE = 1.0  # px an ink box may exceed the box objects bounce in (its rounding) and be one object
