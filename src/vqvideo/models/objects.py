@@ -35,15 +35,17 @@ def choose_anchor(images: Tensor, max_layers: int) -> Tensor:
 
 
 def objects_at(images: Tensor, frame: Tensor, max_layers: int, radius: int,
-               glyphs: Glyphs | None = None) -> tuple[Ly.Layers, Tensor]:
+               glyphs: Glyphs | None = None, cut: Ly.Layers | None = None) -> tuple[Ly.Layers, Tensor]:
     """images (B, T, C, H, W) in [0, 1], frame (B,) the anchor -> its layers (split by motion
     against a neighbouring frame; with `glyphs`, re-cut by what objects look like where they are
     not one object each; with MIN_FRAMES frames or more, each with its own pixels) and their
-    displacements (B, L, T, 2) from the anchor."""
+    displacements (B, L, T, 2) from the anchor. `cut`: the anchor's segmentation, where known."""
     b, t = images.shape[:2]
     ar = torch.arange(b, device=images.device)
-    other = images[ar, (frame - 1).abs()] if t > 1 else None  # a neighbour splits it by motion
-    layers = Ly.segment(images[ar, frame], max_layers, other, radius)
+    if cut is None:
+        other = images[ar, (frame - 1).abs()] if t > 1 else None  # a neighbour splits it by motion
+        cut = Ly.segment(images[ar, frame], max_layers, other, radius)
+    layers = cut
     if glyphs is not None:
         layers = split_by_glyphs(layers, images[ar, frame], glyphs)
     disp, cost = Ly.track(images, frame, layers, radius)
@@ -78,27 +80,36 @@ def find_objects(images: Tensor, max_layers: int, radius: int,
     that cut competes alike. A cut's own overlap cannot choose: a frame's layers never overlap
     in that frame."""
     first = choose_anchor(images, max_layers)
-    layers, disp = objects_at(images, first, max_layers, radius)
     t = images.shape[1]
     if t < MIN_FRAMES:
-        return first, layers, disp
+        return (first, *objects_at(images, first, max_layers, radius))
+    ar = torch.arange(len(first), device=images.device)
+    cuts: dict[int | None, Ly.Layers] = {}  # each frame tried, segmented once (None: the first choice)
+
+    def cut_at(f: int | None) -> Ly.Layers:
+        if f not in cuts:
+            at = first if f is None else torch.full_like(first, f)
+            cuts[f] = Ly.segment(images[ar, at], max_layers, images[ar, (at - 1).abs()], radius)
+        return cuts[f]
+
+    layers, disp = objects_at(images, first, max_layers, radius, cut=cut_at(None))
     best = redraw_error(images, first, layers, disp)
     frame, disp = first.clone(), disp.clone()
     masks, scene = layers.masks.clone(), layers.scene.clone()
-    ar = torch.arange(len(frame), device=images.device)
     content = layers.content.clone() if layers.content is not None else images[ar, frame].float()[:, None] * layers.masks[:, :, None]
     spread = torch.linspace(0, t - 1, CANDIDATES + 1)[:-1].round().long().tolist()
     tries = [(f, None) for f in spread] + ([(f, glyphs) for f in [None, *spread]] if glyphs is not None else [])
     for f, g in tries:
         at = first if f is None else torch.full_like(first, f)
+        cut = cut_at(f)
         if g is None:
             todo = torch.nonzero(frame != f).flatten()
         else:  # a frame whose pieces are not one object each, cut by what objects look like
-            cut = Ly.segment(images[ar, at], max_layers, images[ar, (at - 1).abs()], radius)
             todo = torch.nonzero(needs_cut(cut, images[ar, at], g)).flatten()
         if len(todo) == 0:
             continue
-        sub, sub_disp = objects_at(images[todo], at[todo], max_layers, radius, g)
+        sub, sub_disp = objects_at(images[todo], at[todo], max_layers, radius, g,
+                                   Ly.Layers(cut.masks[todo], cut.scene[todo]))
         err = redraw_error(images[todo], at[todo], sub, sub_disp)
         wins = err < best[todo]
         if not bool(wins.any()):
