@@ -132,16 +132,16 @@ COPY = 0.25 * MIN_GROUP  # squared error a layer that copies others adds to its 
 def along_motion(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor,
                  error: Tensor) -> tuple[Ly.Layers, Tensor]:
     """The objects re-read along their motion, for the clips where that redraws the frames seen
-    (B, T, C, H, W) better than their `error` (B,) now.
+    (B, T, C, H, W) with under 1 / CLEARLY_BETTER of their `error` (B,) now, or drops a copy at
+    a lower error; the others keep their layers. The tracks are returned as they were.
 
     Two digits that overlap in every frame seen slip the tracker (it follows one, then the
     other), and a layer's own pixels read along a slipped track hold the other digit's strokes.
     Each layer's motion, fitted through the places it keeps (`motion.fitted_places`: a slip is
     an outlier to a line), puts it in every frame; where that is more than a pixel from its
     tracked place, the fitted place is taken. Each layer's own ink is then the low envelope of
-    every frame seen along that track (`separate.low_envelope`), and a layer whose removal
-    raises the redraw error by under REDUNDANT a frame seen (a copy of another along a wrong
-    track) is dropped, the least useful first."""
+    every frame seen along that track (`separate.low_envelope`) less its `strays`, and a layer
+    that copies others (`prune`: a copy of one along a wrong track) is dropped."""
     b, t = images.shape[:2]
     objects = layers.valid & ~layers.scene[:, None]
     if t < MIN_FRAMES or not bool(objects.any()):
