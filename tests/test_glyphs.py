@@ -89,23 +89,6 @@ def test_a_still_frame_of_two_objects_that_overlap_is_cut_into_each_ones_ink():
         assert len(holder) == 1  # one layer holds all of its ink (crossings too)
         assert not masks[1 - holder[0]][alone].any()  # and the other layer none of its own strokes
 
-    # a still frame's cut (`cut_still`): where both glyphs draw a stroke, each layer's share is
-    # the frame capped by its own glyph: the cross (ink 0.7) carries none of the ring's brighter
-    # ink where they cross (0.9), and each keeps all of its own
-    from vqvideo.models.glyphs import cut_still
-
-    still = cut_still(layers, x, glyphs, BOX)
-    content = still.content[0, still.valid[0], 0].numpy()
-    truth = {"ring": frame(("ring", 20, 24)), "cross": frame(("cross", 28, 27))}
-    held = {name: content[[i for i, m in enumerate(masks) if m[mine].all()][0]]
-            for name, mine in (("ring", ring), ("cross", cross))}
-    assert held["cross"].max() <= 0.7 + 1e-6
-    assert float(x[0, 0][torch.from_numpy(ring & cross)].max()) > 0.85  # the frame there is the ring's
-    for name in ("ring", "cross"):
-        assert (held[name] >= truth[name] - 1e-6).all()
-    # without it (given frames, whose own pixels `separate` reads) both take the frame's pixels
-    assert cut.content is None
-
 
 def test_an_object_drawn_in_two_pieces_moves_as_one():
     glyphs = bank_of("ring", "hook", "cross")

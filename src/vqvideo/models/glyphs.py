@@ -28,7 +28,7 @@ from torch import Tensor
 
 from vqvideo.models import layers as Ly
 from vqvideo.models.layers import INK, MIN_GROUP, Layers, gray_of
-from vqvideo.models.separate import OVERSIZE, own_content, split_oversized
+from vqvideo.models.separate import OVERSIZE, split_oversized
 
 GLYPHS = 512  # objects the bank keeps (one or two per training clip)
 BLANK = 0.1  # gray level below which the frame is blank: a glyph's ink there counts against it
@@ -157,12 +157,11 @@ def fit_glyphs(gray: Tensor, bank: Tensor, count: int) -> Tensor:
     return torch.stack(chosen, 1)
 
 
-def assign(front: Tensor, drawn: Tensor, max_layers: int) -> tuple[np.ndarray, list[int]]:
+def assign(front: Tensor, drawn: Tensor, max_layers: int) -> np.ndarray:
     """One frame's gray (H, W) and its fitted glyphs (K, H, W) -> (max_layers, H, W) float32
-    masks, and the glyph each mask is (a list): every pixel of its (haloed) ink goes to the
-    glyph whose ink is nearest, and to each glyph whose ink is within SHARED px where several
-    are (a stroke they both draw). A glyph that would hold under MIN_GROUP px of the frame's ink
-    is no object: its pixels go to the others."""
+    masks: every pixel of its (haloed) ink goes to the glyph whose ink is nearest, and to each
+    glyph whose ink is within SHARED px where several are (a stroke they both draw). A glyph
+    that would hold under MIN_GROUP px of the frame's ink is no object: its pixels go to the others."""
     ink = Ly.haloed_ink(front[None])[0].cpu().numpy()
     dist = np.stack([cv2.distanceTransform((d <= INK).cpu().numpy().astype(np.uint8), cv2.DIST_L2, 3)
                      for d in drawn])  # (K, H, W) px to each glyph's ink
@@ -179,7 +178,7 @@ def assign(front: Tensor, drawn: Tensor, max_layers: int) -> tuple[np.ndarray, l
     out = np.zeros((max_layers, *ink.shape), np.float32)
     for i in range(len(keep)):
         out[i] = ink & ((near == i) | ((d[i] <= SHARED) & ((d <= SHARED).sum(0) > 1)))
-    return out, keep
+    return out
 
 
 @dataclass
@@ -202,15 +201,9 @@ def needs_cut(layers: Layers, frames: Tensor, glyphs: Glyphs) -> Tensor:
 
 
 @torch.no_grad()
-def split_by_glyphs(layers: Layers, frames: Tensor, glyphs: Glyphs, shaped: bool = False) -> Layers:
+def split_by_glyphs(layers: Layers, frames: Tensor, glyphs: Glyphs) -> Layers:
     """The layers of frames (B, C, H, W) re-cut by the objects the glyph bank draws them with,
-    where they are not one object each (`needs_cut`). The others, and scenes, keep their layers.
-
-    A stroke both glyphs draw is both layers'. With `shaped` (a still frame, where nothing else
-    tells), each layer's share of it is the frame capped by that layer's own glyph: the frame
-    there shows the brighter of the two objects, and what each looks like only its glyph tells,
-    so a digit that moves away carries its own stroke, not a patch of the other. Without it
-    (given frames, whose own pixels `separate` reads), both take the frame's pixels."""
+    where they are not one object each (`needs_cut`). The others, and scenes, keep their layers."""
     need = needs_cut(layers, frames, glyphs)
     idx = torch.nonzero(need).flatten()
     if len(idx) == 0:
@@ -219,33 +212,22 @@ def split_by_glyphs(layers: Layers, frames: Tensor, glyphs: Glyphs, shaped: bool
     # one fit per distinct frame (samples of one still image repeat it)
     uniq, which = torch.unique(gray[idx].flatten(1), dim=0, return_inverse=True)
     drawn = fit_glyphs(uniq.view(-1, *gray.shape[1:]), trimmed(glyphs.bank.to(frames.device).float()), glyphs.count)
-    n_l = layers.masks.shape[1]
+    cuts = [torch.from_numpy(assign(uniq[u].view(gray.shape[1:]), drawn[u], layers.masks.shape[1]))
+            for u in range(len(uniq))]
     masks = layers.masks.clone()
-    own = gray[:, None] * masks if layers.content is None else gray_of(layers.content).clone()  # (B, L, H, W)
-    for u in range(len(uniq)):
-        front = uniq[u].view(gray.shape[1:])
-        cut, kept = assign(front, drawn[u], n_l)
-        cut = torch.from_numpy(cut).to(masks.device)
-        mine = front * cut
-        if shaped:
-            shape = torch.zeros(n_l, *front.shape, device=masks.device)
-            shape[: len(kept)] = F.max_pool2d(drawn[u][kept][:, None], 2 * int(SHARED) + 1, 1, int(SHARED))[:, 0]
-            mine = torch.where((cut > 0).sum(0) > 1, torch.minimum(front, shape), front) * cut
-        for m in torch.nonzero(which == u).flatten().tolist():
-            masks[idx[m]], own[idx[m]] = cut, mine
-    if layers.content is None and not shaped:  # the frame under each mask, as before the cut
-        return Layers(masks, layers.scene)
-    content = own_content(frames[:, None], torch.zeros(len(frames), dtype=torch.long, device=frames.device),
-                          own, masks, layers.scene)
-    if layers.content is not None:  # the frames not re-cut keep their layers' own pixels
-        content[~need] = layers.content[~need].float()
+    for m, i in enumerate(idx.tolist()):
+        masks[i] = cuts[int(which[m])].to(masks.device)
+    content = None if layers.content is None else frames.float()[:, None] * masks[:, :, None]
+    if content is not None:  # the frames not re-cut keep their layers' own pixels
+        keep = ~need
+        content[keep] = layers.content[keep].float()
     return Layers(masks, layers.scene, content)
 
 
 def cut_still(layers: Layers, frames: Tensor, glyphs: Glyphs | None, box: Tensor) -> Layers:
     """A still frame's layers (B, C, H, W), re-cut by the glyph bank where their pieces are not
     one object each; without a bank, a piece bigger than the box (2,) is cut straight across."""
-    return split_oversized(layers, frames, box) if glyphs is None else split_by_glyphs(layers, frames, glyphs, shaped=True)
+    return split_oversized(layers, frames, box) if glyphs is None else split_by_glyphs(layers, frames, glyphs)
 
 
 def trimmed(bank: Tensor) -> Tensor:
