@@ -59,9 +59,14 @@ def objects_at(images: Tensor, frame: Tensor, max_layers: int, radius: int,
 def redraw_error(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor) -> Tensor:
     """(B,) summed squared error of the frames seen (B, T, C, H, W) redrawn from the anchor's
     layers, each moved to its place in every frame: how well the objects explain them."""
+    return redraw_errors(images, frame, layers, disp).sum(1)
+
+
+def redraw_errors(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor) -> Tensor:
+    """(B, T) `redraw_error` of each frame seen."""
     anchor = images[torch.arange(len(frame), device=images.device), frame]
     return torch.stack([((Ly.render(anchor, layers, disp[:, :, k]) - images[:, k].float()) ** 2).flatten(1).sum(1)
-                        for k in range(images.shape[1])], 1).sum(1)
+                        for k in range(images.shape[1])], 1)
 
 
 CANDIDATES = 3  # frames besides the first choice the objects are cut from, spread over the seen ones
@@ -206,13 +211,10 @@ def prune(images: Tensor, frame: Tensor, layers: Ly.Layers, disp: Tensor, tol: f
     error (B,). A layer with ink of its own stays, however wrong its track: dropping an object
     that is drawn in the wrong place always redraws the frames better."""
     masks, content = layers.masks.clone(), layers.content.clone()
-    anchor = images[torch.arange(len(frame), device=images.device), frame].float()
-    still = torch.zeros_like(disp[:, :, 0])
 
-    def errors(m: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        lay = Ly.Layers(m, layers.scene, c)
-        return (redraw_error(images, frame, lay, disp),
-                ((Ly.render(anchor, lay, still) - anchor) ** 2).flatten(1).sum(1))
+    def errors(m: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:  # all the frames seen's, and the anchor's
+        per = redraw_errors(images, frame, Ly.Layers(m, layers.scene, c), disp)
+        return per.sum(1), per.gather(1, frame[:, None])[:, 0]
 
     err, at_anchor = errors(masks, content)
     for _ in range(masks.shape[1] - 1):

@@ -128,7 +128,7 @@ def own_pixels(images: Tensor, anchor: Tensor, layers: Layers, disp: Tensor, cos
                fresh: Tensor | None = None) -> Layers:
     """One pass of `separate`: the layers with their own pixels. Scene frames, and layers held
     in fewer than MIN_FRAMES frames, keep the pixels they had."""
-    b, t, c = images.shape[:3]
+    b = images.shape[0]
     n_l = layers.masks.shape[1]
     ar = torch.arange(b, device=images.device)
     gray = gray_of(images)  # (B, T, H, W)
